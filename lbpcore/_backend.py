@@ -1,0 +1,157 @@
+"""Array-namespace dispatch and dtype policy shared by every public function.
+
+All computation goes through the array API standard namespace returned by
+:func:`array_api_compat.array_namespace`, so one code path serves NumPy, CuPy,
+array-api-strict and PyTorch.  Constant matrices (Walsh blocks, padding
+operators) are built once in NumPy and converted to the caller's namespace,
+dtype and device on first use; the converted copies are cached.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from array_api_compat import array_namespace, device as _device, is_numpy_namespace
+
+__all__ = [
+    "array_namespace",
+    "as_float_array",
+    "common_namespace",
+    "constant",
+    "device_of",
+    "is_numpy",
+]
+
+_cache: dict = {}
+_cache_lock = threading.Lock()
+_CACHE_MAX = 512
+
+
+def device_of(x):
+    """Return the device of ``x`` (``"cpu"`` for NumPy arrays)."""
+    return _device(x)
+
+
+def is_numpy(xp) -> bool:
+    return is_numpy_namespace(xp)
+
+
+def as_float_array(x, name: str, xp=None):
+    """Validate ``x`` as a real floating array, returning ``(xp, x)``.
+
+    Real floating arrays (float32, float64) pass through unchanged.  Integer
+    arrays are promoted to the namespace's default real floating dtype
+    (float64 for NumPy); this is the documented promotion.  Python sequences
+    and scalars are converted with NumPy.  Booleans, complex numbers and
+    anything else raise :class:`TypeError` naming ``name``.
+    """
+    if xp is None:
+        try:
+            xp = array_namespace(x)
+        except TypeError:
+            if isinstance(x, (list, tuple, int, float)):
+                x = np.asarray(x)
+                xp = array_namespace(x)
+            else:
+                raise TypeError(
+                    f"{name} must be an array (NumPy, CuPy or another array API "
+                    f"array), got {type(x).__name__}"
+                ) from None
+    dt = x.dtype
+    if xp.isdtype(dt, "real floating"):
+        return xp, x
+    if xp.isdtype(dt, "integral"):
+        info = getattr(xp, "__array_namespace_info__", None)
+        target = xp.float64
+        if info is not None:
+            try:
+                target = info().default_dtypes(device=device_of(x))["real floating"]
+            except Exception:  # pragma: no cover - very old namespaces
+                target = xp.float64
+        return xp, xp.astype(x, target)
+    raise TypeError(
+        f"{name} must have a real floating dtype (float32 or float64; integers are "
+        f"promoted), got dtype {dt}"
+    )
+
+
+def common_namespace(named):
+    """Validate several named arrays that must share namespace, dtype and device.
+
+    Parameters
+    ----------
+    named : sequence of (str, array or None)
+
+    Returns
+    -------
+    xp, list of arrays (None entries preserved)
+    """
+    present = [(n, a) for n, a in named if a is not None]
+    first_name, first = present[0]
+    xp, first = as_float_array(first, first_name)
+    out = []
+    for n, a in named:
+        if a is None:
+            out.append(None)
+            continue
+        if a is present[0][1]:
+            out.append(first)
+            continue
+        try:
+            axp = array_namespace(a)
+        except TypeError:
+            axp = None
+        if axp is None and isinstance(a, (list, tuple, int, float)):
+            a = xp.asarray(np.asarray(a), device=device_of(first))
+            axp = xp
+        if axp is None:
+            raise TypeError(f"{n} must be an array, got {type(a).__name__}")
+        if axp is not xp:
+            raise TypeError(
+                f"{n} must come from the same array library as {first_name} "
+                f"({xp.__name__}), got {axp.__name__}"
+            )
+        _, a = as_float_array(a, n, xp)
+        if a.dtype != first.dtype:
+            raise TypeError(
+                f"{n} must have the same dtype as {first_name} ({first.dtype}), got {a.dtype}"
+            )
+        if device_of(a) != device_of(first):
+            raise ValueError(
+                f"{n} must be on the same device as {first_name} "
+                f"({device_of(first)}), got {device_of(a)}"
+            )
+        out.append(a)
+    return xp, out
+
+
+def _device_key(dev):
+    try:
+        hash(dev)
+        return dev
+    except TypeError:  # pragma: no cover - unhashable device objects
+        return repr(dev)
+
+
+def constant(key, builder, xp, dtype, device):
+    """Return the NumPy array ``builder()`` converted to ``(xp, dtype, device)``, cached.
+
+    ``key`` identifies the constant (it must be hashable and determine
+    ``builder()`` completely).
+    """
+    ck = (key, xp.__name__, str(dtype), _device_key(device))
+    hit = _cache.get(ck)
+    if hit is not None:
+        return hit
+    arr = builder()
+    if is_numpy_namespace(xp):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+        out.flags.writeable = False
+    else:
+        out = xp.asarray(np.ascontiguousarray(arr), dtype=dtype, device=device)
+    with _cache_lock:
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[ck] = out
+    return out

@@ -1,0 +1,365 @@
+"""Selection of 2D Walsh–Hadamard basis images (SPEC section 3)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._backend import as_float_array, constant
+from ._validation import check_choice, check_int, check_power_of_two
+from ._wht import sequency_permutation, _natural_hadamard
+
+__all__ = ["BasisSet", "select_bases", "SPEC_KINDS"]
+
+SPEC_KINDS = ("lp_l1", "lp_linf", "energy_l1", "energy_l2")
+_SPEC_RE = re.compile(r"^\s*([a-z0-9_]+)\s*:\s*(.*?)\s*$")
+
+
+def _canonical_order(n: int) -> np.ndarray:
+    """All ``(i, j)`` pairs of an ``n x n`` square sorted by ``(i + j, i, j)``."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    i = i.ravel()
+    j = j.ravel()
+    order = np.lexsort((j, i, i + j))
+    return np.stack([i[order], j[order]], axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class BasisSet:
+    """An immutable selection of 2D sequency-ordered Walsh–Hadamard basis images.
+
+    Basis image ``(i, j)`` of patch size ``n`` is ``outer(w_i, w_j)`` where ``w_i``
+    is row ``i`` of ``walsh_matrix(n, ordering="sequency")``: ``i`` counts sign
+    changes down the rows (vertical sequency) and ``j`` across the columns
+    (horizontal sequency).  Build one with :func:`select_bases` or
+    :meth:`from_indices`.
+
+    Attributes
+    ----------
+    patch : int
+        Patch size ``n`` (a power of two).
+    indices : ndarray of int64, shape (r, 2)
+        Selected ``(i, j)`` pairs in canonical order, sorted by ``(i + j, i, j)``.
+        Read-only.
+    rank : int
+        Number ``r`` of selected bases.
+    spec : str
+        How the set was made (``"lp_l1:6"``, ``"energy_l2:12"``, ``"explicit"``).
+
+    Examples
+    --------
+    >>> from lbpcore import select_bases
+    >>> b = select_bases(8, "lp_l1:3")
+    >>> b.rank
+    6
+    >>> b.indices.tolist()
+    [[0, 0], [0, 1], [1, 0], [0, 2], [1, 1], [2, 0]]
+    """
+
+    patch: int
+    _pairs: tuple = field(repr=False)
+    spec: str = "explicit"
+
+    def __post_init__(self):
+        n = self.patch
+        arr = np.asarray(self._pairs, dtype=np.int64).reshape(-1, 2)
+        order = np.lexsort((arr[:, 1], arr[:, 0], arr[:, 0] + arr[:, 1]))
+        arr = arr[order]
+        arr.flags.writeable = False
+        mask = np.zeros((n, n), dtype=bool)
+        mask[arr[:, 0], arr[:, 1]] = True
+        mask.flags.writeable = False
+        object.__setattr__(self, "_pairs", tuple(map(tuple, arr.tolist())))
+        object.__setattr__(self, "_indices", arr)
+        object.__setattr__(self, "_mask", mask)
+
+    @classmethod
+    def from_indices(cls, n, pairs, *, spec="explicit"):
+        """Build a set from explicit ``(i, j)`` pairs.
+
+        Parameters
+        ----------
+        n : int
+            Patch size, a power of two.
+        pairs : sequence of (int, int) or array of shape (r, 2)
+            Distinct pairs with ``0 <= i, j < n``; at least one.
+        spec : str, optional
+            Label stored in :attr:`spec`.
+
+        Returns
+        -------
+        BasisSet
+
+        Raises
+        ------
+        ValueError
+            If ``n`` is not a power of two, or the pairs are empty, malformed,
+            out of range or duplicated.
+
+        Examples
+        --------
+        >>> from lbpcore import BasisSet
+        >>> BasisSet.from_indices(4, [(1, 0), (0, 0)]).indices.tolist()
+        [[0, 0], [1, 0]]
+        """
+        n = check_power_of_two(n, "n")
+        try:
+            arr = np.asarray(pairs)
+        except Exception as exc:  # ragged input
+            raise ValueError(f"spec must be a sequence of (i, j) pairs, got {pairs!r}") from exc
+        if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
+            raise ValueError(
+                f"spec must be a non-empty sequence of (i, j) pairs (shape (r, 2)), "
+                f"got shape {arr.shape}"
+            )
+        if arr.dtype.kind not in "iu":
+            if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+                arr = arr.astype(np.int64)
+            else:
+                raise ValueError(f"spec pairs must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+        bad = (arr < 0) | (arr >= n)
+        if bad.any():
+            row = arr[np.nonzero(bad.any(axis=1))[0][0]]
+            raise ValueError(
+                f"spec pair {tuple(row.tolist())} is out of range for patch size {n} "
+                f"(need 0 <= i, j < {n})"
+            )
+        flat = arr[:, 0] * n + arr[:, 1]
+        uniq, counts = np.unique(flat, return_counts=True)
+        if (counts > 1).any():
+            d = uniq[counts > 1][0]
+            raise ValueError(f"spec has the pair {(int(d // n), int(d % n))} more than once")
+        return cls(n, tuple(map(tuple, arr.tolist())), spec)
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self._indices
+
+    @property
+    def rank(self) -> int:
+        return len(self._pairs)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Read-only boolean ``(n, n)`` map, ``mask[i, j]`` when ``(i, j)`` is selected."""
+        return self._mask
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Sorted distinct vertical sequencies ``i`` in the set."""
+        return np.unique(self._indices[:, 0])
+
+    @property
+    def cols(self) -> np.ndarray:
+        """Sorted distinct horizontal sequencies ``j`` in the set."""
+        return np.unique(self._indices[:, 1])
+
+    def images(self, *, dtype=None, xp=None, device=None):
+        """The selected basis images.
+
+        Parameters
+        ----------
+        dtype : dtype, optional
+            Default float64 of ``xp``.
+        xp : array namespace, optional
+            Default NumPy.
+        device : device, optional
+
+        Returns
+        -------
+        images : array, shape (r, n, n)
+            ``images[k] = outer(w_i, w_j)`` for ``(i, j) = indices[k]``; entries ±1.
+
+        Examples
+        --------
+        >>> from lbpcore import select_bases
+        >>> select_bases(2, "lp_linf:2").images()[3]
+        array([[ 1., -1.],
+               [-1.,  1.]])
+        """
+        if xp is None:
+            from array_api_compat import numpy as xp  # noqa: PLC0415
+        if dtype is None:
+            dtype = xp.float64
+        n = self.patch
+
+        def build():
+            w = _natural_hadamard(n)[sequency_permutation(n, "sequency")]
+            return w[self._indices[:, 0], :, None] * w[self._indices[:, 1], None, :]
+
+        return xp.asarray(constant(("images", n, self._pairs), build, xp, dtype, device), copy=True)
+
+    def __len__(self) -> int:
+        return self.rank
+
+    def __contains__(self, pair) -> bool:
+        try:
+            i, j = (int(v) for v in pair)
+        except (TypeError, ValueError):
+            return False
+        return 0 <= i < self.patch and 0 <= j < self.patch and bool(self._mask[i, j])
+
+    def __eq__(self, other):
+        if not isinstance(other, BasisSet):
+            return NotImplemented
+        return self.patch == other.patch and self._pairs == other._pairs
+
+    def __hash__(self):
+        return hash((self.patch, self._pairs))
+
+    def __repr__(self):
+        return f"BasisSet(patch={self.patch}, rank={self.rank}, spec={self.spec!r})"
+
+
+def _parse_spec(spec: str, n: int):
+    m = _SPEC_RE.match(spec)
+    if m is None:
+        raise ValueError(
+            f"spec must look like 'kind:number' with kind in {', '.join(SPEC_KINDS)}, got {spec!r}"
+        )
+    kind, num = m.group(1), m.group(2)
+    check_choice(kind, "spec kind", SPEC_KINDS)
+    if not re.fullmatch(r"[0-9]+", num):
+        raise ValueError(f"spec {spec!r}: the number after ':' must be a positive integer, got {num!r}")
+    value = int(num)
+    if value < 1:
+        raise ValueError(f"spec {spec!r}: the number after ':' must be >= 1, got {value}")
+    if kind.startswith("energy") and value > n * n:
+        raise ValueError(
+            f"spec {spec!r}: rank {value} is above the {n * n} bases of patch size {n}"
+        )
+    return kind, value
+
+
+def select_bases(n, spec, *, calibration=None, grid=None, extra_tokens=0, pad="reflect", layout="tokens"):
+    """Select 2D Walsh–Hadamard basis images for patches of size ``n``.
+
+    Parameters
+    ----------
+    n : int
+        Patch size, a power of two.
+    spec : str, sequence of (int, int), or BasisSet
+        * ``"lp_l1:k"``: low-pass in the L1 ball, pairs with ``i + j < k``
+          (``k(k+1)/2`` bases for ``k <= n``; the paper's LP_L1-k);
+        * ``"lp_linf:k"``: pairs with ``max(i, j) < k`` (``k*k`` bases);
+        * ``"energy_l1:r"`` / ``"energy_l2:r"``: the ``r`` pairs whose
+          coefficients have the largest L1 norm / sum of squares over
+          ``calibration``;
+        * explicit distinct ``(i, j)`` pairs, or a :class:`BasisSet` (returned
+          as is after checking its patch size).
+
+        ``k > n`` clips to the full ``n x n`` square.
+    calibration : array, optional
+        Needed by the energy specs.  Either a precomputed ``(n, n)`` score map
+        (``score[i, j]`` for basis ``(i, j)``), or data: tokens ``(B, e + h*w, C)``
+        on ``grid`` (``layout="tokens"``) or maps ``(B, C, H, W)``
+        (``layout="nchw"``), padded and cut into patches as in
+        :func:`~lbpcore.project`.
+    grid : (int, int), optional
+        Token grid ``(h, w)`` of token calibration data.
+    extra_tokens : int, optional
+        Leading non-grid tokens of token calibration data (ignored for scoring).
+    pad : {"reflect", "zero", "none"}, optional
+        Padding of calibration data (default ``"reflect"``).
+    layout : {"tokens", "nchw"}, optional
+        Layout of calibration data.
+
+    Returns
+    -------
+    BasisSet
+
+    Raises
+    ------
+    ValueError
+        On an unknown or malformed spec (``"lp_l1:0"``, ``"lp_l1:x"``), an
+        energy rank above ``n*n``, out-of-range or duplicated pairs, an energy
+        spec without calibration, or calibration of the wrong shape.
+
+    Notes
+    -----
+    Energy rankings break ties toward lower ``(i + j, i, j)``, so a constant
+    score map yields the same set as the low-pass order.  The energy ranking
+    maximizes the summed score of the selected set (the scores are additive),
+    so ``energy_l2:r`` keeps the most calibration energy of any ``r`` bases.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lbpcore import select_bases
+    >>> select_bases(8, "lp_l1:6").rank
+    21
+    >>> select_bases(8, "lp_linf:2").indices.tolist()
+    [[0, 0], [0, 1], [1, 0], [1, 1]]
+    >>> score = np.zeros((4, 4)); score[3, 2] = 5.0; score[0, 1] = 1.0
+    >>> select_bases(4, "energy_l2:2", calibration=score).indices.tolist()
+    [[0, 1], [3, 2]]
+    """
+    n = check_power_of_two(n, "n")
+    if isinstance(spec, BasisSet):
+        if spec.patch != n:
+            raise ValueError(f"bases has patch size {spec.patch}, expected {n}")
+        return spec
+    if not isinstance(spec, str):
+        return BasisSet.from_indices(n, spec)
+    kind, value = _parse_spec(spec, n)
+    canon = _canonical_order(n)
+    label = f"{kind}:{value}"
+    if kind == "lp_l1":
+        sel = canon[canon.sum(axis=1) < value]
+        return BasisSet(n, tuple(map(tuple, sel.tolist())), label)
+    if kind == "lp_linf":
+        sel = canon[canon.max(axis=1) < value]
+        return BasisSet(n, tuple(map(tuple, sel.tolist())), label)
+    if calibration is None:
+        raise ValueError(f"spec {spec!r} ranks bases by energy and needs calibration= data or an (n, n) score map")
+    score = _score_map(calibration, n, kind, grid=grid, extra_tokens=extra_tokens, pad=pad, layout=layout)
+    flat = score[canon[:, 0], canon[:, 1]]
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("calibration scores must be finite (found NaN or inf)")
+    # stable sort on -score keeps canonical order among ties
+    order = np.argsort(-flat, kind="stable")[:value]
+    sel = canon[order]
+    return BasisSet(n, tuple(map(tuple, sel.tolist())), label)
+
+
+def _score_map(calibration, n, kind, *, grid, extra_tokens, pad, layout):
+    xp, cal = as_float_array(calibration, "calibration")
+    if cal.ndim == 2:
+        if tuple(cal.shape) != (n, n):
+            raise ValueError(f"calibration score map must have shape ({n}, {n}), got {tuple(cal.shape)}")
+        return _to_numpy(xp, cal).astype(np.float64)
+    from ._patches import project  # noqa: PLC0415 - avoid import cycle
+
+    full = BasisSet(n, tuple(map(tuple, _canonical_order(n).tolist())), "full")
+    coef = project(cal, grid=grid, patch=n, bases=full, pad=pad, extra_tokens=extra_tokens, layout=layout)
+    r_axis = 2 if layout == "tokens" else 3
+    other = tuple(a for a in range(coef.ndim) if a != r_axis)
+    if kind == "energy_l2":
+        s = xp.sum(coef * coef, axis=other)
+    else:
+        s = xp.sum(xp.abs(coef), axis=other)
+    s = _to_numpy(xp, s).astype(np.float64)
+    out = np.zeros((n, n))
+    idx = full.indices
+    out[idx[:, 0], idx[:, 1]] = s
+    return out
+
+
+def _to_numpy(xp, a):
+    from ._backend import is_numpy  # noqa: PLC0415
+
+    if is_numpy(xp):
+        return np.asarray(a)
+    if hasattr(a, "get"):  # CuPy
+        return a.get()
+    try:
+        return np.from_dlpack(a)
+    except Exception:
+        cpu = getattr(xp, "__array_namespace_info__", None)
+        if cpu is not None:
+            dev = cpu().default_device()
+            return np.from_dlpack(a.to_device(dev))
+        raise

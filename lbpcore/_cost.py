@@ -1,0 +1,176 @@
+"""FLOP and memory cost model of the dense and LBP-WHT backward passes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ._patches import LAYOUTS, make_plan
+from ._validation import check_choice, check_int
+
+__all__ = ["BackwardCost", "backward_cost"]
+
+
+@dataclass(frozen=True)
+class BackwardCost:
+    """Cost of one linear layer's backward pass, dense versus LBP-WHT.
+
+    Attributes
+    ----------
+    batch, tokens, grid_tokens, extra_tokens : int
+        ``B``, ``L = e + h*w``, ``h*w`` and ``e``.
+    in_features, out_features : int
+        ``C_in`` and ``C_out``.
+    patches, rank, patch : int
+        ``P = ceil(h/n) ceil(w/n)``, ``r`` and ``n``.
+    dense_flops : int
+        ``4 B L C_in C_out``: the two dense GEMMs.
+    lbp_gemm_flops : int
+        ``4 B (P r + e) C_in C_out``: the two GEMMs on coefficients (plus extra tokens).
+    projection_flops : int
+        Projection of ``x`` and ``grad_y`` and reconstruction of ``grad_x`` with
+        the separable row/column operators this library uses.
+    lbp_flops : int
+        ``lbp_gemm_flops + projection_flops``.
+    ideal_speedup : float
+        ``dense_flops / lbp_gemm_flops``, i.e. ``L / (P r)`` without extra tokens:
+        the speed-up if projections were free.
+    flop_speedup : float
+        ``dense_flops / lbp_flops``.
+    activation_bytes : int
+        Bytes of ``x`` a dense layer saves for its backward pass.
+    lbp_saved_bytes : int
+        Bytes an LBP-WHT layer saves: coefficients of ``x`` plus extra tokens.
+    coefficient_bytes : int
+        Temporary coefficient arrays of the LBP-WHT backward (``grad_y``'s and
+        ``grad_x``'s coefficients).
+    """
+
+    batch: int
+    tokens: int
+    grid_tokens: int
+    extra_tokens: int
+    in_features: int
+    out_features: int
+    patches: int
+    rank: int
+    patch: int
+    dense_flops: int
+    lbp_gemm_flops: int
+    projection_flops: int
+    lbp_flops: int
+    ideal_speedup: float
+    flop_speedup: float
+    activation_bytes: int
+    lbp_saved_bytes: int
+    coefficient_bytes: int
+
+    @property
+    def memory_ratio(self) -> float:
+        """``lbp_saved_bytes / activation_bytes``."""
+        return self.lbp_saved_bytes / self.activation_bytes
+
+    def to_dict(self) -> dict:
+        """Plain ``dict`` of every field (JSON-serializable)."""
+        d = asdict(self)
+        d["memory_ratio"] = self.memory_ratio
+        return d
+
+
+def _op_flops(op, pre, post):
+    return 2 * pre * post * sum((hi - lo) * m.shape[0] for lo, hi, m in zip(op.lo, op.hi, op.mats))
+
+
+def backward_cost(x_shape, out_features, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect",
+                  extra_tokens=0, layout="tokens", itemsize=4):
+    """FLOPs and bytes of the dense and LBP-WHT backward of one linear layer.
+
+    Parameters
+    ----------
+    x_shape : tuple of int
+        ``(B, e + h*w, C_in)`` for tokens or ``(B, C_in, H, W)`` for nchw.
+    out_features : int
+        ``C_out``.
+    grid : (int, int), optional
+        Token grid; required for tokens, ``(H, W)`` by default for nchw.
+    patch, bases, pad, extra_tokens, layout
+        As for :func:`lbp_backward`.
+    itemsize : int, optional
+        Bytes per element (4 for float32, the default; 8 for float64).
+
+    Returns
+    -------
+    BackwardCost
+
+    Raises
+    ------
+    ValueError
+        If the shape does not match the grid and extra tokens, or as :func:`make_plan`.
+
+    Examples
+    --------
+    >>> from lbpcore import backward_cost
+    >>> c = backward_cost((64, 256, 768), 3072, grid=(16, 16), patch=8, bases="lp_l1:6")
+    >>> round(c.ideal_speedup, 4), c.patches, c.rank
+    (3.0476, 4, 21)
+    >>> c.dense_flops == 4 * 64 * 256 * 768 * 3072
+    True
+    """
+    check_choice(layout, "layout", LAYOUTS)
+    shape = tuple(check_int(s, "x_shape entries", minimum=1) for s in x_shape)
+    c_out = check_int(out_features, "out_features", minimum=1)
+    itemsize = check_int(itemsize, "itemsize", minimum=1)
+    e = check_int(extra_tokens, "extra_tokens", minimum=0)
+    if layout == "tokens":
+        if len(shape) != 3:
+            raise ValueError(f"x_shape must be (B, L, C_in) for layout='tokens', got {shape}")
+        if grid is None:
+            raise ValueError("grid=(h, w) is required for layout='tokens'")
+        b, length, c_in = shape
+        plan = make_plan(grid, patch, bases, pad)
+        h, w = plan.grid
+        if length != e + h * w:
+            raise ValueError(f"x_shape has L={length} tokens but extra_tokens + h*w = {e + h * w}")
+    else:
+        if len(shape) != 4:
+            raise ValueError(f"x_shape must be (B, C_in, H, W) for layout='nchw', got {shape}")
+        if e:
+            raise ValueError(f"extra_tokens must be 0 for layout='nchw', got {e}")
+        b, c_in, h, w = shape
+        if grid is not None and tuple(grid) != (h, w):
+            raise ValueError(f"grid {tuple(grid)} does not match the spatial shape {(h, w)}")
+        plan = make_plan((h, w), patch, bases, pad)
+        length = h * w
+    p, r = plan.num_patches, plan.rank
+    dense = 4 * b * length * c_in * c_out
+    gemm = 4 * b * (p * r + e) * c_in * c_out
+    oph, opw, rh, rw = plan.ops()
+    ki, kj = plan.rect
+
+    def proj(c):
+        return _op_flops(oph, b, w * c) + _op_flops(opw, b * plan.patches[0] * ki, c)
+
+    def rec(c):
+        return _op_flops(rw, b * plan.patches[0] * ki, c) + _op_flops(rh, b, w * c)
+
+    projection = proj(c_in) + proj(c_out) + rec(c_in)
+    return BackwardCost(
+        batch=b,
+        tokens=length,
+        grid_tokens=h * w,
+        extra_tokens=e,
+        in_features=c_in,
+        out_features=c_out,
+        patches=p,
+        rank=r,
+        patch=plan.patch,
+        dense_flops=dense,
+        lbp_gemm_flops=gemm,
+        projection_flops=projection,
+        lbp_flops=gemm + projection,
+        ideal_speedup=dense / gemm,
+        flop_speedup=dense / (gemm + projection),
+        activation_bytes=b * length * c_in * itemsize,
+        lbp_saved_bytes=b * (p * r + e) * c_in * itemsize,
+        coefficient_bytes=b * p * r * (c_out + c_in) * itemsize,
+    )
+
