@@ -21,6 +21,7 @@ __all__ = [
     "constant",
     "device_of",
     "is_numpy",
+    "compat_namespace",
 ]
 
 _cache: dict = {}
@@ -132,6 +133,23 @@ def _device_key(dev):
         return dev
     except TypeError:  # pragma: no cover - unhashable device objects
         return repr(dev)
+
+
+def compat_namespace(xp):
+    """Return the array-api-compat wrapper of a namespace given by the user.
+
+    ``numpy``, ``cupy`` or ``torch`` passed as ``xp=`` are replaced by their
+    standard-conforming wrappers (which accept ``device=``); ``None`` means NumPy.
+    Namespaces that already conform are returned unchanged.
+    """
+    if xp is None:
+        from array_api_compat import numpy as compat_np  # noqa: PLC0415
+
+        return compat_np
+    try:
+        return array_namespace(xp.asarray(0.0))
+    except Exception:  # pragma: no cover - exotic namespaces
+        return xp
 
 
 def constant(key, builder, xp, dtype, device):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._backend import as_float_array, constant
+from ._backend import as_float_array, compat_namespace, constant
 from ._validation import check_choice, check_int, check_power_of_two
 from ._wht import sequency_permutation, _natural_hadamard
 
@@ -180,8 +180,7 @@ class BasisSet:
         array([[ 1., -1.],
                [-1.,  1.]])
         """
-        if xp is None:
-            from array_api_compat import numpy as xp  # noqa: PLC0415
+        xp = compat_namespace(xp)
         if dtype is None:
             dtype = xp.float64
         n = self.patch
@@ -331,6 +330,13 @@ def _score_map(calibration, n, kind, *, grid, extra_tokens, pad, layout):
         if tuple(cal.shape) != (n, n):
             raise ValueError(f"calibration score map must have shape ({n}, {n}), got {tuple(cal.shape)}")
         return _to_numpy(xp, cal).astype(np.float64)
+    expected_ndim = 3 if layout == "tokens" else 4
+    if cal.ndim != expected_ndim:
+        raise ValueError(
+            f"calibration must be an ({n}, {n}) score map or data of shape "
+            f"{'(B, L, C)' if layout == 'tokens' else '(B, C, H, W)'} for layout={layout!r}, "
+            f"got shape {tuple(cal.shape)}"
+        )
     from ._patches import project  # noqa: PLC0415 - avoid import cycle
 
     full = BasisSet(n, tuple(map(tuple, _canonical_order(n).tolist())), "full")
