@@ -1,0 +1,866 @@
+"""Gradient error of LBP-WHT against the dense backward, and rank-matched baselines.
+
+For one linear layer ``(x, weight, grad_y)`` and a per-patch rank ``r`` this
+module compares the approximate gradients
+
+    grad_x      = crop(Q pad(grad_y)) @ W          (exact on extra tokens)
+    grad_weight = (Q pad(grad_y))^T pad(x)         (+ exact extra-token part)
+
+with :func:`lbpcore.dense_backward`, for several projectors ``Q``:
+
+``lbp``
+    The selected 2D Walsh–Hadamard bases (:func:`lbpcore.lbp_backward` itself).
+``dct``
+    2D DCT-II basis images, the first ``r`` frequencies in the same
+    ``(i + j, i, j)`` low-pass order (``lp_l1:k`` picks the same pairs).
+``klt``
+    Per-patch KLT/PCA: the ``r``-dimensional subspace of the ``n*n`` patch
+    vectors that captures the most energy of ``grad_y``, fitted on the data
+    itself (all batch, patch and channel vectors of the padded ``grad_y``;
+    uncentered, because a projector has no offset).  No per-patch rank-``r``
+    projection can have a smaller projection error of ``grad_y``: it is the
+    physical limit of the method.
+``svd``
+    Global truncated SVD of ``grad_y`` along tokens, per batch item, of rank
+    ``P * r`` (the number of coefficient rows the LBP GEMMs use; capped by
+    ``min(h*w, C_out)``), on the unpadded grid; extra tokens exact.
+``random``
+    A seeded random orthonormal ``r``-dimensional subspace per patch (Haar
+    distributed; the subspaces for increasing ``r`` are nested).
+
+Every per-patch projector is applied through the same machinery: the full
+Walsh coefficients of :func:`lbpcore.project` (``lp_linf:n``) divided by ``n``
+are the patch vectors in an orthonormal basis, ``Q`` is expressed in those
+coordinates, and :func:`lbpcore.reconstruct` gives ``crop(Q pad(g))``.  No
+padding or patch extraction is re-implemented; with the Walsh selection the
+machinery reproduces :func:`lbpcore.lbp_backward` to rounding.
+
+What is guaranteed (and tested)
+-------------------------------
+* Projection error of ``grad_y`` (``GradientError.projection["grad_y"]``, on
+  the padded patch vectors): ``klt <= lbp``, ``klt <= dct``, ``klt <= random``
+  at every rank.  On a divisible grid also ``svd <= klt`` (Eckart–Young: a
+  per-patch projector is one particular rank-``P r`` projector on the token
+  axis).
+* ``grad_x`` and ``grad_weight`` errors are **not** ordered in general: ``W``
+  (or ``x``) may weight exactly the part of ``grad_y`` that the KLT drops to
+  fit the dominant energy.  What holds on a divisible grid without extra
+  tokens: ``||grad_x error||_F <= ||W||_2 ||(I - Q) g||_F`` (the relative
+  ``grad_x`` error equals the projection error of ``grad_y`` when ``W`` has
+  orthonormal rows, ``W W^T = I``, so then the ordering carries over), and ``||grad_weight error||_F <=
+  ||(I - Q) g||_F ||(I - Q) x||_F`` because ``g^T (I - Q) x = ((I - Q) g)^T
+  ((I - Q) x)``.
+
+All computations run in float64 whatever the input dtype (float32 input is
+converted), so the errors measure the approximation, not float32 rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import lbpcore
+from analysis.progress import Progress
+from analysis.spectrum import full_basis
+
+__all__ = [
+    "BASELINES",
+    "relative_error",
+    "cosine",
+    "GradientError",
+    "ErrorReport",
+    "dct_matrix",
+    "dct_basis",
+    "walsh_basis",
+    "klt_basis",
+    "random_basis",
+    "patch_vectors",
+    "subspace_backward",
+    "gradient_errors",
+    "rank_sweep",
+    "report_rows",
+]
+
+#: Names of the baselines :func:`gradient_errors` can compute, in their default order.
+BASELINES = ("dct", "klt", "svd", "random")
+
+
+# ---------------------------------------------------------------------------
+# metrics
+
+
+def relative_error(a, b) -> float:
+    """Relative Frobenius error ``||a - b||_F / ||b||_F`` (in float64).
+
+    Parameters
+    ----------
+    a, b : array_like, same shape
+        Approximation and reference.
+
+    Returns
+    -------
+    float
+        0.0 when both are zero; ``inf`` when only ``b`` is zero.
+
+    Examples
+    --------
+    >>> relative_error([3.0, 4.0], [3.0, 0.0])
+    1.3333333333333333
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+    num = float(np.linalg.norm((a - b).ravel()))
+    den = float(np.linalg.norm(b.ravel()))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
+
+
+def cosine(a, b) -> float:
+    """Cosine similarity ``<a, b> / (||a|| ||b||)`` of two arrays, flattened.
+
+    Parameters
+    ----------
+    a, b : array_like, same shape
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``; 1.0 when both are zero, 0.0 when exactly one is.
+
+    Examples
+    --------
+    >>> cosine([1.0, 0.0], [1.0, 1.0])
+    0.7071067811865475
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+
+
+def _metrics(approx, exact) -> dict:
+    return {"rel_error": relative_error(approx, exact), "cosine": cosine(approx, exact)}
+
+
+# ---------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class GradientError:
+    """Errors of one approximate backward against the dense one.
+
+    Attributes
+    ----------
+    method : str
+        ``"lbp"``, ``"dct"``, ``"klt"``, ``"svd"``, ``"random"`` (or a caller's label).
+    rank : int
+        Rank ``r`` per patch (``svd``: the LBP rank it is matched to).
+    grad_x : dict
+        ``{"rel_error": float, "cosine": float}`` of ``grad_x``.
+    grad_weight : dict
+        Same for ``grad_weight``.
+    projection : dict
+        ``{"grad_y": float, "x": float}``: relative projection errors
+        ``||v - Q v||_F / ||v||_F`` of ``grad_y`` and of ``x`` under the same
+        projector (padded patch vectors for per-patch methods; grid tokens
+        for ``svd``).
+    info : dict
+        Method details (``svd_rank``, the KLT ``fit``...).
+
+    Examples
+    --------
+    >>> ge = GradientError("lbp", 21, {"rel_error": 0.1, "cosine": 0.99},
+    ...                    {"rel_error": 0.2, "cosine": 0.98}, {"grad_y": 0.3, "x": 0.1})
+    >>> ge.row()["grad_weight_rel_error"], ge.to_dict()["projection"]["grad_y"]
+    (0.2, 0.3)
+    """
+
+    method: str
+    rank: int
+    grad_x: dict
+    grad_weight: dict
+    projection: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-serializable dict of all fields."""
+        return {
+            "method": self.method,
+            "rank": int(self.rank),
+            "grad_x": {k: float(v) for k, v in self.grad_x.items()},
+            "grad_weight": {k: float(v) for k, v in self.grad_weight.items()},
+            "projection": {k: float(v) for k, v in self.projection.items()},
+            "info": dict(self.info),
+        }
+
+    def row(self) -> dict:
+        """One flat dict (CSV row): method, rank, ``grad_x_rel_error``, ..."""
+        d = {"method": self.method, "rank": int(self.rank)}
+        for part in ("grad_x", "grad_weight"):
+            for k, v in getattr(self, part).items():
+                d[f"{part}_{k}"] = float(v)
+        for k, v in self.projection.items():
+            d[f"proj_error_{k}"] = float(v)
+        return d
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """LBP-WHT and baseline gradient errors at one rank.
+
+    Attributes
+    ----------
+    rank : int
+        Bases per patch ``r``.
+    patch : int
+    grid : (int, int)
+    num_patches : int
+        ``P``.
+    bases : str
+        Spec of the LBP selection (``"lp_l1:6"``, ``"explicit"``...).
+    lbp : GradientError
+    baselines : dict of str to GradientError
+        In the order requested.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x, gy = rng.standard_normal((1, 64, 3)), rng.standard_normal((1, 64, 2))
+    >>> rep = gradient_errors(x, rng.standard_normal((2, 3)), gy, grid=(8, 8), patch=4,
+    ...                       bases="lp_l1:2", baselines=("dct",))
+    >>> rep.rank, rep.num_patches, list(rep.methods), len(rep.rows())
+    (3, 4, ['lbp', 'dct'], 2)
+    """
+
+    rank: int
+    patch: int
+    grid: tuple
+    num_patches: int
+    bases: str
+    lbp: GradientError
+    baselines: dict
+
+    @property
+    def methods(self) -> dict:
+        """``{"lbp": lbp, **baselines}``."""
+        return {"lbp": self.lbp, **self.baselines}
+
+    def to_dict(self) -> dict:
+        """JSON-serializable dict (nested :meth:`GradientError.to_dict`)."""
+        return {
+            "rank": int(self.rank),
+            "patch": int(self.patch),
+            "grid": [int(v) for v in self.grid],
+            "num_patches": int(self.num_patches),
+            "bases": self.bases,
+            "lbp": self.lbp.to_dict(),
+            "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
+        }
+
+    def rows(self) -> list:
+        """Flat rows (one per method) for CSV, each with ``bases`` and ``patch``."""
+        return [{"bases": self.bases, "patch": int(self.patch), **m.row()} for m in self.methods.values()]
+
+
+def report_rows(reports) -> list:
+    """Concatenate :meth:`ErrorReport.rows` of several reports (a rank sweep).
+
+    Parameters
+    ----------
+    reports : iterable of ErrorReport
+        E.g. the result of :func:`rank_sweep`.
+
+    Returns
+    -------
+    list of dict
+        One flat dict per report and method (for :func:`analysis._io.write_csv`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x, gy = rng.standard_normal((1, 16, 2)), rng.standard_normal((1, 16, 3))
+    >>> w = rng.standard_normal((3, 2))
+    >>> reps = rank_sweep(x, w, gy, grid=(4, 4), patch=4, ks=[1, 2], methods=("klt",), progress=False)
+    >>> [(r["bases"], r["method"]) for r in report_rows(reps)]
+    [('lp_l1:1', 'lbp'), ('lp_l1:1', 'klt'), ('lp_l1:2', 'lbp'), ('lp_l1:2', 'klt')]
+    """
+    return [row for rep in reports for row in rep.rows()]
+
+
+# ---------------------------------------------------------------------------
+# per-patch bases (rows are orthonormal vectors of length n*n, row-major pixels)
+
+
+def dct_matrix(n: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix.
+
+    Parameters
+    ----------
+    n : int
+        Length, positive.
+
+    Returns
+    -------
+    ndarray of float64, shape (n, n)
+        ``D[k, u] = s_k cos(pi (2u + 1) k / (2n))`` with ``s_0 = sqrt(1/n)``,
+        ``s_k = sqrt(2/n)``; ``D @ D.T = I`` (``scipy.fft.dct(..., norm="ortho")``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = dct_matrix(4)
+    >>> bool(np.allclose(d @ d.T, np.eye(4))), round(float(d[0, 0]), 4)
+    (True, 0.5)
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    k = np.arange(n)[:, None]
+    u = np.arange(n)[None, :]
+    d = np.cos(np.pi * (2 * u + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d
+
+
+def dct_basis(n: int, r: int) -> np.ndarray:
+    """Low-pass 2D DCT-II basis images of an ``n x n`` patch.
+
+    Parameters
+    ----------
+    n : int
+        Patch size, a power of two.
+    r : int
+        Number of images, ``1 <= r <= n*n``.
+
+    Returns
+    -------
+    ndarray of float64, shape (r, n*n)
+        Orthonormal rows ``outer(d_i, d_j).ravel()`` for the first ``r`` pairs
+        ``(i, j)`` in ``(i + j, i, j)`` order (the order of ``lp_l1``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> q = dct_basis(4, 3)
+    >>> q.shape, bool(np.allclose(q @ q.T, np.eye(3)))
+    ((3, 16), True)
+    """
+    pairs = full_basis(n).indices
+    r = _check_rank(r, n)
+    d = dct_matrix(n)
+    i, j = pairs[:r, 0], pairs[:r, 1]
+    return (d[i, :, None] * d[j, None, :]).reshape(r, n * n)
+
+
+def walsh_basis(n: int, bases="lp_l1:6") -> np.ndarray:
+    """Selected 2D Walsh basis images, normalized to orthonormal rows.
+
+    Parameters
+    ----------
+    n : int
+        Patch size, a power of two.
+    bases : str, sequence of pairs or lbpcore.BasisSet
+        As for :func:`lbpcore.select_bases`.
+
+    Returns
+    -------
+    ndarray of float64, shape (r, n*n)
+        ``images / n`` flattened row-major, in ``BasisSet.indices`` order.
+
+    Examples
+    --------
+    >>> walsh_basis(2, "lp_l1:2").tolist()
+    [[0.5, 0.5, 0.5, 0.5], [0.5, -0.5, 0.5, -0.5], [0.5, 0.5, -0.5, -0.5]]
+    """
+    b = lbpcore.select_bases(n, bases)
+    return b.images().reshape(b.rank, n * n) / n
+
+
+def _check_rank(r, n):
+    r = int(r)
+    if not 1 <= r <= n * n:
+        raise ValueError(f"rank must be between 1 and {n * n} for patch size {n}, got {r}")
+    return r
+
+
+def _sign_fix(vecs):
+    """Make the largest-magnitude entry of each row positive (deterministic output)."""
+    idx = np.argmax(np.abs(vecs), axis=1)
+    s = np.sign(vecs[np.arange(vecs.shape[0]), idx])
+    s[s == 0] = 1.0
+    return vecs * s[:, None]
+
+
+def _klt_from_gram(gram):
+    """All eigenvectors of a Gram matrix as rows, by decreasing eigenvalue."""
+    evals, evecs = np.linalg.eigh(gram)
+    order = np.argsort(-evals, kind="stable")
+    return evals[order], _sign_fix(evecs[:, order].T)
+
+
+def klt_basis(vectors, r: int) -> np.ndarray:
+    """Optimal ``r``-dimensional subspace (KLT/PCA) of a set of vectors.
+
+    Parameters
+    ----------
+    vectors : array_like, shape (N, d)
+        Samples, e.g. patch vectors from :func:`patch_vectors`.
+    r : int
+        Subspace dimension, ``1 <= r <= d``.
+
+    Returns
+    -------
+    ndarray of float64, shape (r, d)
+        Orthonormal rows: the top ``r`` eigenvectors of the (uncentered)
+        second-moment matrix ``V^T V``, by decreasing eigenvalue, signs fixed
+        so that each row's largest-magnitude entry is positive.  Their span
+        minimizes ``sum ||v - Q v||^2`` over all rank-``r`` projectors ``Q``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = np.array([[3.0, 0.0], [0.0, 1.0], [-3.0, 0.1]])
+    >>> klt_basis(v, 1).round(3).tolist()
+    [[1.0, -0.018]]
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"vectors must have shape (N, d), got {v.shape}")
+    d = v.shape[1]
+    r = int(r)
+    if not 1 <= r <= d:
+        raise ValueError(f"r must be between 1 and {d}, got {r}")
+    return _klt_from_gram(v.T @ v)[1][:r]
+
+
+def random_basis(n: int, r: int, seed=0) -> np.ndarray:
+    """Random orthonormal ``r``-dimensional subspace of ``n x n`` patches.
+
+    Parameters
+    ----------
+    n : int
+        Patch size.
+    r : int
+        ``1 <= r <= n*n``.
+    seed : int or numpy.random.Generator, optional
+
+    Returns
+    -------
+    ndarray of float64, shape (r, n*n)
+        The first ``r`` rows of a Haar-random orthogonal matrix drawn from
+        ``seed`` (so subspaces for increasing ``r`` are nested).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> q = random_basis(4, 5, seed=1)
+    >>> q.shape, bool(np.allclose(q @ q.T, np.eye(5)))
+    ((5, 16), True)
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    r = _check_rank(r, n)
+    return _haar(n * n, seed)[:r]
+
+
+def _haar(d, seed):
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    q, rr = np.linalg.qr(rng.standard_normal((d, d)))
+    q = q * np.where(np.diag(rr) < 0, -1.0, 1.0)[None, :]
+    return q.T
+
+
+def _walsh_frame(n):
+    """(n*n, n*n): row k is Walsh image k of the full basis / n, flattened (orthogonal)."""
+    return walsh_basis(n, full_basis(n))
+
+
+# ---------------------------------------------------------------------------
+# the generic per-patch projection machinery
+
+
+class _Problem:
+    """One layer's data in float64, its full Walsh coefficients and dense gradients."""
+
+    def __init__(self, x, weight, grad_y, *, grid, patch, pad, extra_tokens, layout):
+        self.x = np.asarray(x, dtype=np.float64)
+        self.w = np.asarray(weight, dtype=np.float64)
+        self.g = np.asarray(grad_y, dtype=np.float64)
+        self.layout = layout
+        self.pad = pad
+        self.dense = lbpcore.dense_backward(self.x, self.w, self.g, layout=layout)  # validates shapes
+        self.basis = full_basis(patch)
+        n = self.n = self.basis.patch
+        kw = dict(grid=grid, patch=n, bases=self.basis, pad=pad, extra_tokens=extra_tokens, layout=layout)
+        cx = lbpcore.project(self.x, **kw)
+        cg = lbpcore.project(self.g, **kw)
+        if layout == "nchw":
+            self.grid = (int(self.x.shape[2]), int(self.x.shape[3]))
+            cx, cg = cx.transpose(0, 2, 3, 1), cg.transpose(0, 2, 3, 1)
+            self.e = 0
+        else:
+            self.grid = tuple(int(v) for v in grid)
+            self.e = int(extra_tokens)
+        self.plan = lbpcore.make_plan(self.grid, n, self.basis, pad)
+        # orthonormal Walsh coordinates of the padded patch vectors, (B, P, n*n, C)
+        self.vx = cx / n
+        self.vg = cg / n
+        self.vx_norm = float(np.linalg.norm(self.vx.ravel()))
+        self.vg_norm = float(np.linalg.norm(self.vg.ravel()))
+        self._klt = None
+        self._svd = None
+        self._haar = {}
+
+    # -- per-patch projector given by orthonormal rows in Walsh coordinates --
+    def project_g(self, qw):
+        """``Q pad(g)`` in Walsh coordinates (B, P, n*n, C_out) and the r-dim coefficients."""
+        a = np.matmul(qw, self.vg)  # (B, P, r, C_out)
+        return np.matmul(qw.T, a), a
+
+    def backward(self, qw):
+        """(grad_x, grad_weight) for the per-patch projector with Walsh-coordinate rows ``qw``."""
+        pg, a = self.project_g(qw)
+        b = np.matmul(qw, self.vx)  # (B, P, r, C_in)
+        gw = np.tensordot(a, b, axes=([0, 1, 2], [0, 1, 2]))
+        n = self.n
+        coef = pg * n  # unnormalized coefficients on the full basis
+        kw = dict(grid=self.grid, patch=n, bases=self.basis, pad=self.pad, layout=self.layout)
+        if self.layout == "nchw":
+            gproj = lbpcore.reconstruct(coef.transpose(0, 3, 1, 2), **kw)  # (B, C_out, h, w)
+            gx = np.einsum("bohw,oi->bihw", gproj, self.w, optimize=True)
+        else:
+            gproj = lbpcore.reconstruct(coef, **kw)  # (B, h*w, C_out)
+            gx = gproj @ self.w
+            if self.e:
+                xe, ge = self.x[:, : self.e], self.g[:, : self.e]
+                gw = gw + np.tensordot(ge, xe, axes=([0, 1], [0, 1]))
+                gx = np.concatenate([ge @ self.w, gx], axis=1)
+        return gx, gw
+
+    def projection_errors(self, qw):
+        pg, _ = self.project_g(qw)
+        px = np.matmul(qw.T, np.matmul(qw, self.vx))
+        return {"grad_y": _ratio(np.linalg.norm((self.vg - pg).ravel()), self.vg_norm),
+                "x": _ratio(np.linalg.norm((self.vx - px).ravel()), self.vx_norm)}
+
+    def result(self, method, rank, qw, info=None, grads=None):
+        gx, gw = self.backward(qw) if grads is None else grads
+        return GradientError(method, int(rank), _metrics(gx, self.dense.grad_x),
+                             _metrics(gw, self.dense.grad_weight), self.projection_errors(qw), dict(info or {}))
+
+    # -- bases in Walsh coordinates --
+    def walsh_rows(self, basis):
+        pos = {tuple(p): k for k, p in enumerate(self.basis.indices.tolist())}
+        rows = [pos[tuple(p)] for p in basis.indices.tolist()]
+        return np.eye(self.n * self.n)[rows]
+
+    def to_walsh(self, q_pixels):
+        return q_pixels @ _walsh_frame(self.n).T
+
+    def klt_rows(self, r):
+        if self._klt is None:
+            gram = np.tensordot(self.vg, self.vg, axes=([0, 1, 3], [0, 1, 3]))  # (n*n, n*n)
+            self._klt = _klt_from_gram(gram)
+        return self._klt[1][:r]
+
+    def haar_rows(self, r, seed):
+        """Rows of :func:`random_basis` (pixel coordinates) in Walsh coordinates."""
+        if seed not in self._haar:
+            self._haar[seed] = self.to_walsh(_haar(self.n * self.n, seed))
+        return self._haar[seed][:r]
+
+    # -- global truncated SVD along tokens, per batch item --
+    def grid_tokens(self, a):
+        if self.layout == "nchw":
+            b, c, h, w = a.shape
+            return a.reshape(b, c, h * w).transpose(0, 2, 1)
+        return a[:, self.e:]
+
+    def svd_result(self, r):
+        gt = self.grid_tokens(self.g)  # (B, h*w, C_out)
+        xt = self.grid_tokens(self.x)
+        if self._svd is None:
+            self._svd = np.linalg.svd(gt, full_matrices=False)[0]  # (B, h*w, m)
+        u = self._svd
+        k = min(self.plan.num_patches * r, u.shape[2])
+        uk = u[:, :, :k]
+        gp = uk @ np.matmul(uk.transpose(0, 2, 1), gt)
+        xp_ = uk @ np.matmul(uk.transpose(0, 2, 1), xt)
+        gw = np.tensordot(gp, xt, axes=([0, 1], [0, 1]))
+        gx = gp @ self.w  # (B, h*w, C_in)
+        if self.layout == "nchw":
+            b, c_in, h, w = self.x.shape
+            gx = gx.transpose(0, 2, 1).reshape(b, c_in, h, w)
+        elif self.e:
+            xe, ge = self.x[:, : self.e], self.g[:, : self.e]
+            gw = gw + np.tensordot(ge, xe, axes=([0, 1], [0, 1]))
+            gx = np.concatenate([ge @ self.w, gx], axis=1)
+        proj = {"grad_y": relative_error(gp, gt), "x": relative_error(xp_, xt)}
+        return GradientError("svd", int(r), _metrics(gx, self.dense.grad_x), _metrics(gw, self.dense.grad_weight),
+                             proj, {"svd_rank": int(k), "scope": "per batch item, grid tokens"})
+
+
+def _ratio(num, den):
+    num, den = float(num), float(den)
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
+
+
+def _check_layout(layout, pad, grid):
+    if layout not in ("tokens", "nchw"):
+        raise ValueError(f"layout must be one of 'tokens', 'nchw', got {layout!r}")
+    if layout == "tokens" and grid is None:
+        raise ValueError("grid=(h, w) is required for layout='tokens'")
+
+
+def _check_methods(methods):
+    methods = tuple(methods)
+    for m in methods:
+        if m not in BASELINES:
+            raise ValueError(f"unknown baseline {m!r}; choose from {', '.join(BASELINES)}")
+    return methods
+
+
+def patch_vectors(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout="tokens"):
+    """The ``n*n`` pixel vectors of every padded patch of every channel.
+
+    Parameters
+    ----------
+    x : array_like, shape (B, e + h*w, C) or (B, C, H, W)
+    grid, patch, pad, extra_tokens, layout
+        As for :func:`lbpcore.project`.
+
+    Returns
+    -------
+    ndarray of float64, shape (B * P * C, n*n)
+        Row ``(b, p, c)`` (in that nesting order) is patch ``p`` of channel
+        ``c`` of item ``b`` of the padded grid, flattened row-major.  Obtained
+        from the full Walsh coefficients of :func:`lbpcore.project` by an
+        orthogonal change of basis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(16.0).reshape(1, 16, 1)  # a 4x4 grid
+    >>> patch_vectors(x, grid=(4, 4), patch=2)[1].round(12).tolist()  # patch (0, 1)
+    [2.0, 3.0, 6.0, 7.0]
+    """
+    _check_layout(layout, pad, grid)
+    basis = full_basis(patch)
+    n = basis.patch
+    c = lbpcore.project(np.asarray(x, dtype=np.float64), grid=grid, patch=n, bases=basis, pad=pad,
+                        extra_tokens=extra_tokens, layout=layout)
+    if layout == "nchw":
+        c = c.transpose(0, 2, 3, 1)
+    v = (c / n).transpose(0, 1, 3, 2).reshape(-1, n * n)
+    return v @ _walsh_frame(n)
+
+
+def subspace_backward(x, weight, grad_y, basis, *, grid=None, patch=None, pad="reflect", extra_tokens=0,
+                      layout="tokens"):
+    """Backward of a linear layer with ``grad_y`` projected per patch onto any subspace.
+
+    Parameters
+    ----------
+    x : array_like, shape (B, e + h*w, C_in) or (B, C_in, H, W)
+    weight : array_like, shape (C_out, C_in)
+    grad_y : array_like, shape (B, e + h*w, C_out) or (B, C_out, H, W)
+    basis : array_like of shape (r, n*n), or str / pairs / lbpcore.BasisSet
+        Orthonormal rows spanning the per-patch subspace, each a flattened
+        (row-major) ``n x n`` image; or a Walsh selection (then ``patch`` is
+        required), which reproduces :func:`lbpcore.lbp_backward`.
+    grid : (int, int), optional
+        Required for tokens.
+    patch : int, optional
+        Patch size; inferred from ``basis.shape[1] = n*n`` for arrays.
+    pad, extra_tokens, layout
+        As for :func:`lbpcore.lbp_backward`.
+
+    Returns
+    -------
+    lbpcore.Gradients
+        float64 ``grad_x = crop(Q pad(grad_y)) @ W`` (exact on extra tokens)
+        and ``grad_weight = (Q pad(grad_y))^T pad(x)`` (plus the exact
+        extra-token part); ``grad_bias`` is None.
+
+    Raises
+    ------
+    ValueError
+        If the rows are not orthonormal (to 1e-8) or their length is not a
+        square of a power of two, or as :func:`lbpcore.lbp_backward`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lbpcore
+    >>> rng = np.random.default_rng(0)
+    >>> x, gy = rng.standard_normal((2, 36, 3)), rng.standard_normal((2, 36, 4))
+    >>> w = rng.standard_normal((4, 3))
+    >>> ours = subspace_backward(x, w, gy, walsh_basis(4, "lp_l1:3"), grid=(6, 6))
+    >>> ref = lbpcore.lbp_backward(x, w, gy, grid=(6, 6), patch=4, bases="lp_l1:3")
+    >>> bool(np.allclose(ours.grad_x, ref.grad_x)), bool(np.allclose(ours.grad_weight, ref.grad_weight))
+    (True, True)
+    """
+    _check_layout(layout, pad, grid)
+    q = None
+    if not isinstance(basis, (str, lbpcore.BasisSet)):
+        q = np.asarray(basis, dtype=np.float64)
+        if q.ndim == 2 and q.shape[1] == 2:  # (i, j) pairs (n*n is never 2)
+            q = None
+    if q is None:
+        if patch is None:
+            patch = basis.patch if isinstance(basis, lbpcore.BasisSet) else None
+        if patch is None:
+            raise ValueError("patch= is required when basis is a Walsh selection")
+        q = walsh_basis(patch, basis)
+    if q.ndim != 2:
+        raise ValueError(f"basis must have shape (r, n*n), got {q.shape}")
+    n = math.isqrt(q.shape[1])
+    if n * n != q.shape[1] or (patch is not None and n != patch):
+        raise ValueError(f"basis rows have length {q.shape[1]}, not n*n for patch size {patch or 'n'}")
+    if not np.allclose(q @ q.T, np.eye(q.shape[0]), atol=1e-8, rtol=0):
+        raise ValueError("basis rows must be orthonormal")
+    prob = _Problem(x, weight, grad_y, grid=grid, patch=n, pad=pad, extra_tokens=extra_tokens, layout=layout)
+    gx, gw = prob.backward(prob.to_walsh(q))
+    return lbpcore.Gradients(gx, gw, None)
+
+
+def _report(prob, basis, methods, seed):
+    r = basis.rank
+    gl = lbpcore.lbp_backward(prob.x, prob.w, prob.g, grid=prob.grid, patch=prob.n, bases=basis, pad=prob.pad,
+                              extra_tokens=prob.e, layout=prob.layout)
+    lbp = prob.result("lbp", r, prob.walsh_rows(basis), {"bases": basis.spec},
+                      grads=(gl.grad_x, gl.grad_weight))
+    out = {}
+    for m in methods:
+        if m == "dct":
+            out[m] = prob.result(m, r, prob.to_walsh(dct_basis(prob.n, r)), {"order": "(i+j, i, j) low-pass"})
+        elif m == "klt":
+            out[m] = prob.result(m, r, prob.klt_rows(r), {"fit": "grad_y patch vectors, uncentered"})
+        elif m == "random":
+            out[m] = prob.result(m, r, prob.haar_rows(r, seed), {"seed": seed})
+        else:
+            out[m] = prob.svd_result(r)
+    return ErrorReport(rank=r, patch=prob.n, grid=prob.grid, num_patches=prob.plan.num_patches,
+                       bases=basis.spec, lbp=lbp, baselines=out)
+
+
+def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0,
+                    layout="tokens", baselines=BASELINES, seed=0) -> ErrorReport:
+    """Gradient errors of LBP-WHT and rank-matched baselines against the dense backward.
+
+    Parameters
+    ----------
+    x : array_like, shape (B, e + h*w, C_in) or (B, C_in, H, W)
+        Layer input; float32 or float64 (computed in float64).
+    weight : array_like, shape (C_out, C_in)
+    grad_y : array_like, shape (B, e + h*w, C_out) or (B, C_out, H, W)
+    grid : (int, int), optional
+        Required for tokens.
+    patch : int, optional
+        Default 8.
+    bases : str, sequence of pairs or lbpcore.BasisSet, optional
+        LBP selection, default ``"lp_l1:6"``; its rank ``r`` sets the rank of
+        every baseline.  Energy specs (``"energy_l2:r"``) are calibrated on
+        ``grad_y`` itself.
+    pad, extra_tokens, layout
+        As for :func:`lbpcore.lbp_backward`.
+    baselines : sequence of str, optional
+        Subset of ``("dct", "klt", "svd", "random")`` (all by default); see
+        the module docstring.
+    seed : int, optional
+        Seed of the ``random`` baseline.
+
+    Returns
+    -------
+    ErrorReport
+
+    Raises
+    ------
+    ValueError
+        On an unknown baseline or as :func:`lbpcore.lbp_backward`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((2, 64, 4)); w = rng.standard_normal((3, 4))
+    >>> gy = rng.standard_normal((2, 64, 3))
+    >>> rep = gradient_errors(x, w, gy, grid=(8, 8), patch=4, bases="lp_l1:3", baselines=("klt", "svd"))
+    >>> rep.rank, sorted(rep.methods)
+    (6, ['klt', 'lbp', 'svd'])
+    >>> rep.baselines["klt"].projection["grad_y"] <= rep.lbp.projection["grad_y"]
+    True
+    """
+    _check_layout(layout, pad, grid)
+    methods = _check_methods(baselines)
+    prob = _Problem(x, weight, grad_y, grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens, layout=layout)
+    if isinstance(bases, str) and bases.strip().startswith("energy"):
+        basis = lbpcore.select_bases(prob.n, bases, calibration=prob.g, grid=prob.grid, extra_tokens=prob.e,
+                                     pad=pad, layout=layout)
+    else:
+        basis = lbpcore.select_bases(prob.n, bases)
+    return _report(prob, basis, methods, seed)
+
+
+def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELINES, pad="reflect",
+               extra_tokens=0, layout="tokens", seed=0, progress=True) -> list:
+    """Gradient errors over ``lp_l1:k`` for a range of ``k``.
+
+    The data are projected once and the KLT, SVD and random bases computed
+    once, so a sweep costs little more than its projections.
+
+    Parameters
+    ----------
+    x, weight, grad_y, grid, patch, pad, extra_tokens, layout, seed
+        As for :func:`gradient_errors`.
+    ks : iterable of int, optional
+        Values of ``k``; default ``1 .. 2n - 1`` (``lp_l1:2n-1`` is every basis).
+    methods : sequence of str, optional
+        Baselines, as ``baselines`` of :func:`gradient_errors`.
+    progress : bool, optional
+        True (default): show a progress bar on stderr if the sweep takes more
+        than about 2 s; False: never.
+
+    Returns
+    -------
+    list of ErrorReport
+        One per ``k``, in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.standard_normal((1, 64, 3)); w = rng.standard_normal((2, 3))
+    >>> gy = rng.standard_normal((1, 64, 2))
+    >>> sweep = rank_sweep(x, w, gy, grid=(8, 8), patch=4, methods=("dct",), progress=False)
+    >>> [rep.rank for rep in sweep]
+    [1, 3, 6, 10, 13, 15, 16]
+    >>> sweep[-1].lbp.grad_x["rel_error"] < 1e-12  # every basis: exact
+    True
+    """
+    _check_layout(layout, pad, grid)
+    methods = _check_methods(methods)
+    prob = _Problem(x, weight, grad_y, grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens, layout=layout)
+    ks = list(range(1, 2 * prob.n)) if ks is None else [int(k) for k in ks]
+    reports = []
+    with Progress(len(ks), "rank sweep", enabled=None if progress else False) as bar:
+        for k in ks:
+            reports.append(_report(prob, lbpcore.select_bases(prob.n, f"lp_l1:{k}"), methods, seed))
+            bar.update()
+    return reports
