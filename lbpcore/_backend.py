@@ -167,7 +167,8 @@ def constant(key, builder, xp, dtype, device):
         out = np.ascontiguousarray(arr, dtype=dtype)
         out.flags.writeable = False
     else:
-        out = xp.asarray(np.ascontiguousarray(arr), dtype=dtype, device=device)
+        cxp = compat_namespace(xp)  # raw cupy/torch namespaces lack device=
+        out = cxp.asarray(np.ascontiguousarray(arr), dtype=dtype, device=device)
     with _cache_lock:
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
