@@ -136,10 +136,12 @@ class BasisSet:
 
     @property
     def indices(self) -> np.ndarray:
+        """Read-only ``(r, 2)`` int64 array of ``(i, j)`` pairs in canonical ``(i + j, i, j)`` order."""
         return self._indices
 
     @property
     def rank(self) -> int:
+        """Number ``r`` of selected basis images."""
         return len(self._pairs)
 
     @property

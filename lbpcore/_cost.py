@@ -43,6 +43,15 @@ class BackwardCost:
     coefficient_bytes : int
         Temporary coefficient arrays of the LBP-WHT backward (``grad_y``'s and
         ``grad_x``'s coefficients).
+
+    Examples
+    --------
+    >>> from lbpcore import backward_cost
+    >>> cost = backward_cost((8, 1 + 14 * 14, 64), 32, grid=(14, 14), extra_tokens=1)
+    >>> cost.patches, cost.rank, round(cost.ideal_speedup, 3)
+    (4, 21, 2.318)
+    >>> round(cost.memory_ratio, 3)
+    0.431
     """
 
     batch: int

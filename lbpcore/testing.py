@@ -30,7 +30,26 @@ __all__ = [
 
 
 def to_numpy(a) -> np.ndarray:
-    """Convert an array of any supported library to NumPy (CuPy, array-api-strict, ...)."""
+    """Convert an array of any supported library to NumPy.
+
+    Parameters
+    ----------
+    a : array
+        NumPy, CuPy (copied to the host), array-api-strict (on any of its
+        devices) or anything :func:`numpy.asarray` or DLPack accepts.
+
+    Returns
+    -------
+    ndarray
+        ``a`` itself when it is already a NumPy array.
+
+    Examples
+    --------
+    >>> import array_api_strict as xps
+    >>> from lbpcore.testing import to_numpy
+    >>> to_numpy(xps.asarray([1.0, 2.0]))
+    array([1., 2.])
+    """
     if isinstance(a, np.ndarray):
         return a
     if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
@@ -108,6 +127,13 @@ def fwht_reference(x, axis=-1, ordering="sequency", norm="backward", inverse=Fal
     Returns
     -------
     ndarray, float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lbpcore.testing import fwht_reference
+    >>> fwht_reference(np.array([1.0, 2.0, 3.0, 4.0]), ordering="natural")
+    array([10., -2., -4.,  0.])
     """
     x = np.asarray(to_numpy(x), dtype=np.float64)
     n = x.shape[axis]
@@ -122,7 +148,27 @@ def fwht_reference(x, axis=-1, ordering="sequency", norm="backward", inverse=Fal
 
 
 def basis_image_reference(n: int, i: int, j: int) -> np.ndarray:
-    """2D basis image ``outer(w_i, w_j)`` of sequency rows, shape (n, n), int64."""
+    """2D Walsh basis image ``outer(w_i, w_j)`` of sequency-ordered rows.
+
+    Parameters
+    ----------
+    n : int
+        Patch size, a power of two.
+    i, j : int
+        Vertical and horizontal sequency, ``0 <= i, j < n``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n, n)
+        Entries ±1.
+
+    Examples
+    --------
+    >>> from lbpcore.testing import basis_image_reference
+    >>> basis_image_reference(2, 1, 0)
+    array([[ 1,  1],
+           [-1, -1]])
+    """
     w = walsh_matrix_reference(n, "sequency")
     return np.outer(w[i], w[j])
 
@@ -146,6 +192,16 @@ def pad_grid_reference(z, patch: int, pad: str = "reflect") -> np.ndarray:
     Returns
     -------
     ndarray, shape (..., ph*patch, pw*patch)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lbpcore.testing import pad_grid_reference
+    >>> pad_grid_reference(np.arange(9.0).reshape(3, 3), 4)  # 1 row/col before, 0 after
+    array([[4., 3., 4., 5.],
+           [1., 0., 1., 2.],
+           [4., 3., 4., 5.],
+           [7., 6., 7., 8.]])
     """
     z = np.asarray(to_numpy(z))
     h, w = z.shape[-2:]
@@ -176,6 +232,14 @@ def projector_matrix(padded_shape, patch: int, indices) -> np.ndarray:
     Returns
     -------
     ndarray, float64, shape (H*W, H*W)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lbpcore.testing import projector_matrix
+    >>> p = projector_matrix((2, 2), 2, [(0, 0)])  # projector onto the patch mean
+    >>> bool(np.allclose(p, np.full((4, 4), 0.25)))
+    True
     """
     hh, ww = padded_shape
     n = patch
@@ -206,9 +270,26 @@ def _grid_view(a, grid, extra_tokens, layout):
 def dense_backward_reference(x, weight, grad_y, *, layout="tokens", bias=None):
     """Dense gradients by explicit sums over tokens (float64).
 
+    Parameters
+    ----------
+    x : array_like, shape (..., C_in) or (B, C_in, H, W)
+    weight : array_like, shape (C_out, C_in)
+    grad_y : array_like, shape (..., C_out) or (B, C_out, H, W)
+    layout : {"tokens", "nchw"}
+    bias : array_like or None
+        Only its presence matters.
+
     Returns
     -------
     grad_x, grad_weight, grad_bias : ndarray (grad_bias None without bias)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lbpcore.testing import dense_backward_reference
+    >>> gx, gw, gb = dense_backward_reference(np.ones((2, 3)), np.ones((1, 3)), np.ones((2, 1)))
+    >>> gw, gb
+    (array([[2., 2., 2.]]), None)
     """
     x = np.asarray(to_numpy(x), dtype=np.float64)
     wt = np.asarray(to_numpy(weight), dtype=np.float64)
@@ -255,6 +336,17 @@ def lbp_backward_reference(x, weight, grad_y, *, grid=None, patch=8, indices, pa
     Returns
     -------
     grad_x, grad_weight, grad_bias : ndarray, float64 (grad_bias None without bias)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lbpcore.testing import lbp_backward_reference, dense_backward_reference
+    >>> rng = np.random.default_rng(0)
+    >>> x, w, g = rng.random((1, 16, 2)), rng.random((3, 2)), rng.random((1, 16, 3))
+    >>> full = [(i, j) for i in range(4) for j in range(4)]
+    >>> lbp = lbp_backward_reference(x, w, g, grid=(4, 4), patch=4, indices=full)
+    >>> bool(np.allclose(lbp[1], dense_backward_reference(x, w, g)[1]))
+    True
     """
     x = np.asarray(to_numpy(x), dtype=np.float64)
     wt = np.asarray(to_numpy(weight), dtype=np.float64)
@@ -304,6 +396,15 @@ def default_tolerance(dtype) -> tuple[float, float]:
 
     float64: ``(1e-10, 1e-12)``; float32: ``(2e-4, 1e-5)``, which covers the
     rounding of sums of a few thousand terms of unit size.
+
+    Parameters
+    ----------
+    dtype : dtype or str
+        A NumPy, CuPy or array API floating dtype (or its name).
+
+    Returns
+    -------
+    rtol, atol : float
 
     Examples
     --------
