@@ -50,6 +50,7 @@ class DataError(ValueError):
 
     Examples
     --------
+    >>> from analysis._io import DataError
     >>> str(DataError("x.npy: no such file"))
     'x.npy: no such file'
     >>> issubclass(DataError, ValueError)
@@ -104,6 +105,7 @@ def atomic_write_bytes(path, data) -> Path:
     Examples
     --------
     >>> import os, tempfile
+    >>> from analysis._io import atomic_write_bytes
     >>> d = tempfile.mkdtemp()
     >>> p = atomic_write_bytes(os.path.join(d, "a.bin"), b"abc")
     >>> p.read_bytes(), sorted(os.listdir(d))
@@ -155,6 +157,7 @@ def atomic_write_text(path, text, *, encoding="utf-8") -> Path:
     Examples
     --------
     >>> import os, tempfile
+    >>> from analysis._io import atomic_write_text
     >>> p = atomic_write_text(os.path.join(tempfile.mkdtemp(), "a.txt"), "héllo\\n")
     >>> p.read_text(encoding="utf-8")
     'héllo\\n'
@@ -188,6 +191,7 @@ def to_jsonable(obj):
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis._io import to_jsonable
     >>> to_jsonable({"a": np.arange(3), "b": (np.float32(0.5), float("nan")), 1: None})
     {'a': [0, 1, 2], 'b': [0.5, None], '1': None}
     """
@@ -233,6 +237,7 @@ def write_json(path, obj, *, indent=2) -> Path:
     Examples
     --------
     >>> import json, os, tempfile
+    >>> from analysis._io import write_json
     >>> p = write_json(os.path.join(tempfile.mkdtemp(), "r.json"), {"kept": 0.75})
     >>> json.loads(p.read_text())
     {'kept': 0.75}
@@ -277,6 +282,7 @@ def write_csv(path, rows, *, fieldnames=None) -> Path:
     Examples
     --------
     >>> import os, tempfile
+    >>> from analysis._io import write_csv
     >>> p = write_csv(os.path.join(tempfile.mkdtemp(), "r.csv"),
     ...               [{"rank": 6, "kept": 0.5}, {"rank": 10, "note": "x"}])
     >>> p.read_text().splitlines()
@@ -319,6 +325,7 @@ def save_figure(fig, path, **kwargs) -> Path:
     --------
     >>> import os, tempfile
     >>> from matplotlib.figure import Figure
+    >>> from analysis._io import save_figure
     >>> fig = Figure(figsize=(1, 1))
     >>> p = save_figure(fig, os.path.join(tempfile.mkdtemp(), "f.png"))
     >>> p.read_bytes()[:4]
@@ -383,6 +390,7 @@ def load_array(path, key=None, *, mmap=False):
     --------
     >>> import os, tempfile
     >>> import numpy as np
+    >>> from analysis._io import DataError, load_array
     >>> d = tempfile.mkdtemp()
     >>> np.savez(os.path.join(d, "g.npz"), x=np.ones((2, 3)), w=np.zeros(3))
     >>> load_array(os.path.join(d, "g.npz"), "x").shape

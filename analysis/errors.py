@@ -107,6 +107,7 @@ def relative_error(a, b) -> float:
 
     Examples
     --------
+    >>> from analysis.errors import relative_error
     >>> relative_error([3.0, 4.0], [3.0, 0.0])
     1.3333333333333333
     """
@@ -135,6 +136,7 @@ def cosine(a, b) -> float:
 
     Examples
     --------
+    >>> from analysis.errors import cosine
     >>> cosine([1.0, 0.0], [1.0, 1.0])
     0.7071067811865475
     """
@@ -180,6 +182,7 @@ class GradientError:
 
     Examples
     --------
+    >>> from analysis.errors import GradientError
     >>> ge = GradientError("lbp", 21, {"rel_error": 0.1, "cosine": 0.99},
     ...                    {"rel_error": 0.2, "cosine": 0.98}, {"grad_y": 0.3, "x": 0.1})
     >>> ge.row()["grad_weight_rel_error"], ge.to_dict()["projection"]["grad_y"]
@@ -236,6 +239,7 @@ class ErrorReport:
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import gradient_errors
     >>> rng = np.random.default_rng(0)
     >>> x, gy = rng.standard_normal((1, 64, 3)), rng.standard_normal((1, 64, 2))
     >>> rep = gradient_errors(x, rng.standard_normal((2, 3)), gy, grid=(8, 8), patch=4,
@@ -290,6 +294,7 @@ def report_rows(reports) -> list:
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import rank_sweep, report_rows
     >>> rng = np.random.default_rng(0)
     >>> x, gy = rng.standard_normal((1, 16, 2)), rng.standard_normal((1, 16, 3))
     >>> w = rng.standard_normal((3, 2))
@@ -321,6 +326,7 @@ def dct_matrix(n: int) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import dct_matrix
     >>> d = dct_matrix(4)
     >>> bool(np.allclose(d @ d.T, np.eye(4))), round(float(d[0, 0]), 4)
     (True, 0.5)
@@ -354,6 +360,7 @@ def dct_basis(n: int, r: int) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import dct_basis
     >>> q = dct_basis(4, 3)
     >>> q.shape, bool(np.allclose(q @ q.T, np.eye(3)))
     ((3, 16), True)
@@ -382,6 +389,7 @@ def walsh_basis(n: int, bases="lp_l1:6") -> np.ndarray:
 
     Examples
     --------
+    >>> from analysis.errors import walsh_basis
     >>> walsh_basis(2, "lp_l1:2").tolist()
     [[0.5, 0.5, 0.5, 0.5], [0.5, -0.5, 0.5, -0.5], [0.5, 0.5, -0.5, -0.5]]
     """
@@ -432,6 +440,7 @@ def klt_basis(vectors, r: int) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import klt_basis
     >>> v = np.array([[3.0, 0.0], [0.0, 1.0], [-3.0, 0.1]])
     >>> klt_basis(v, 1).round(3).tolist()
     [[1.0, -0.018]]
@@ -466,6 +475,7 @@ def random_basis(n: int, r: int, seed=0) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import random_basis
     >>> q = random_basis(4, 5, seed=1)
     >>> q.shape, bool(np.allclose(q @ q.T, np.eye(5)))
     ((5, 16), True)
@@ -656,6 +666,7 @@ def patch_vectors(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layou
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import patch_vectors
     >>> x = np.arange(16.0).reshape(1, 16, 1)  # a 4x4 grid
     >>> patch_vectors(x, grid=(4, 4), patch=2)[1].round(12).tolist()  # patch (0, 1)
     [2.0, 3.0, 6.0, 7.0]
@@ -708,6 +719,7 @@ def subspace_backward(x, weight, grad_y, basis, *, grid=None, patch=None, pad="r
     --------
     >>> import numpy as np
     >>> import lbpcore
+    >>> from analysis.errors import subspace_backward, walsh_basis
     >>> rng = np.random.default_rng(0)
     >>> x, gy = rng.standard_normal((2, 36, 3)), rng.standard_normal((2, 36, 4))
     >>> w = rng.standard_normal((4, 3))
@@ -798,13 +810,14 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import gradient_errors
     >>> rng = np.random.default_rng(0)
     >>> x = rng.standard_normal((2, 64, 4)); w = rng.standard_normal((3, 4))
     >>> gy = rng.standard_normal((2, 64, 3))
     >>> rep = gradient_errors(x, w, gy, grid=(8, 8), patch=4, bases="lp_l1:3", baselines=("klt", "svd"))
     >>> rep.rank, sorted(rep.methods)
     (6, ['klt', 'lbp', 'svd'])
-    >>> rep.baselines["klt"].projection["grad_y"] <= rep.lbp.projection["grad_y"]
+    >>> bool(rep.baselines["klt"].projection["grad_y"] <= rep.lbp.projection["grad_y"])
     True
     """
     _check_layout(layout, pad, grid)
@@ -845,13 +858,14 @@ def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELI
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.errors import rank_sweep
     >>> rng = np.random.default_rng(1)
     >>> x = rng.standard_normal((1, 64, 3)); w = rng.standard_normal((2, 3))
     >>> gy = rng.standard_normal((1, 64, 2))
     >>> sweep = rank_sweep(x, w, gy, grid=(8, 8), patch=4, methods=("dct",), progress=False)
     >>> [rep.rank for rep in sweep]
     [1, 3, 6, 10, 13, 15, 16]
-    >>> sweep[-1].lbp.grad_x["rel_error"] < 1e-12  # every basis: exact
+    >>> bool(sweep[-1].lbp.grad_x["rel_error"] < 1e-12)  # every basis: exact
     True
     """
     _check_layout(layout, pad, grid)

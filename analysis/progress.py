@@ -59,6 +59,7 @@ class Progress:
     Examples
     --------
     >>> import io
+    >>> from analysis.progress import Progress
     >>> out = io.StringIO()
     >>> with Progress(3, "demo", stream=out) as bar:  # fast work: silent
     ...     for _ in range(3):

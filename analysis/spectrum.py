@@ -65,6 +65,7 @@ def full_basis(n: int) -> lbpcore.BasisSet:
 
     Examples
     --------
+    >>> from analysis.spectrum import full_basis
     >>> full_basis(2).indices.tolist()
     [[0, 0], [0, 1], [1, 0], [1, 1]]
     """
@@ -104,8 +105,9 @@ class SpectrumResult:
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.spectrum import energy_maps
     >>> res = energy_maps(np.ones((2, 64, 3)), grid=(8, 8), patch=8)
-    >>> float(res.energy_map[0, 0]), res.total_energy, res.count
+    >>> float(res.energy_map[0, 0]), float(res.total_energy), int(res.count)
     (24576.0, 384.0, 6)
     """
 
@@ -210,6 +212,7 @@ class SpectrumAccumulator:
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.spectrum import SpectrumAccumulator, energy_maps
     >>> rng = np.random.default_rng(0)
     >>> x = rng.standard_normal((6, 64, 2))
     >>> acc = SpectrumAccumulator(4, grid=(8, 8))
@@ -379,12 +382,13 @@ def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout=
     A smooth field puts most of its energy in the low sequencies:
 
     >>> import numpy as np
+    >>> from analysis.spectrum import energy_kept, energy_maps
     >>> u = np.linspace(0.0, 1.0, 16)
     >>> field = np.sin(2 * u)[:, None] + np.cos(3 * u)[None, :]  # (16, 16)
     >>> res = energy_maps(field.reshape(1, 256, 1), grid=(16, 16), patch=8)
-    >>> res.energy_map.shape, round(res.total_energy, 6) == round(float((field ** 2).sum()), 6)
+    >>> res.energy_map.shape, round(float(res.total_energy), 6) == round(float((field ** 2).sum()), 6)
     ((8, 8), True)
-    >>> round(energy_kept(res, "lp_l1:2"), 4)
+    >>> round(float(energy_kept(res, "lp_l1:2")), 4)
     0.9712
     """
     acc = SpectrumAccumulator(patch, grid=grid, pad=pad, extra_tokens=extra_tokens, layout=layout, per=per)
@@ -446,6 +450,7 @@ def energy_kept(energy_map, bases):
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.spectrum import energy_kept
     >>> m = np.zeros((4, 4)); m[0, 0] = 3.0; m[2, 1] = 1.0
     >>> energy_kept(m, "lp_l1:1")
     0.75
@@ -501,6 +506,7 @@ def energy_curves(energy_map, *, policies=("lp_l1", "lp_linf", "energy", "random
     Examples
     --------
     >>> import numpy as np
+    >>> from analysis.spectrum import energy_curves
     >>> m = np.array([[4.0, 2.0], [1.0, 1.0]])
     >>> c = energy_curves(m, policies=("lp_l1", "energy"))
     >>> [(e["rank"], e["kept"]) for e in c["lp_l1"]]
