@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._backend import common_namespace, device_of
+import numpy as np
+
+from ._backend import common_namespace
 from ._bases import BasisSet
 from ._patches import (
     LAYOUTS,
@@ -31,6 +33,14 @@ class Gradients:
     grad_weight : array, shape (C_out, C_in)
     grad_bias : array of shape (C_out,), or None
         None when the layer has no bias.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lbpcore import Gradients
+    >>> gx, gw, gb = Gradients(np.zeros((1, 2, 3)), np.zeros((4, 3)))
+    >>> gx.shape, gw.shape, gb
+    ((1, 2, 3), (4, 3), None)
     """
 
     grad_x: Any
@@ -211,26 +221,49 @@ def _lbp_plan(x, grid, patch, bases, pad, extra_tokens, layout):
     return plan, e
 
 
-def _lbp_grads(xp, xs, xe, weight, grad_y, plan, e, layout):
-    """Gradients from saved coefficients ``xs`` (and extra tokens ``xe``)."""
+def _lbp_grads(xp, saved, weight, grad_y, plan, e, layout, reuse=False):
+    """Gradients ``(grad_weight, grad_x)`` from the saved coefficients.
+
+    ``saved`` is a one-element list holding the ``(B, e + M, C_in)`` array of the
+    extra tokens followed by the coefficients of ``x`` (see ``project_raw``); it is
+    emptied as soon as ``grad_weight`` no longer needs it, so that a caller that
+    passes its only reference frees it before ``grad_x`` is allocated; with
+    ``reuse=True`` (the caller owns it) its buffer receives ``grad_x``'s coefficients.
+
+    Both GEMMs run once over the ``B * (e + M)`` rows: the extra tokens ride along
+    with the coefficients, exact.  The peak temporary memory is the larger of
+    ``xs + gs``, ``gs + gxs`` and ``gxs + grad_x`` (plus ``grad_weight``).
+    """
     c_out, c_in = weight.shape
     n2 = plan.patch * plan.patch
-    ge, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / n2)
-    if layout == "tokens":
-        b, m, _ = gs.shape
-        gs2 = xp.reshape(gs, (b * m, c_out))
-        gw = xp.matmul(gs2.T, xp.reshape(xs, (b * m, c_in)))
-        gxs = xp.reshape(xp.matmul(gs2, weight), (b, m, c_in))
-        gx = reconstruct_raw(xp, gxs, plan, layout)
-        if e:
-            ge2 = xp.reshape(ge, (b * e, c_out))
-            gw = gw + xp.matmul(ge2.T, xp.reshape(xe, (b * e, c_in)))
-            gxe = xp.reshape(xp.matmul(ge2, weight), (b, e, c_in))
-            gx = xp.concat([gxe, gx], axis=1)
+    _, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / n2, keep_extra=True, order="internal")
+    b, rows, _ = gs.shape
+    gs2 = xp.reshape(gs, (b * rows, c_out))
+    xs = saved.pop()
+    xs2 = xp.reshape(xs, (b * rows, c_in))
+    gw = xp.matmul(gs2.T, xs2)
+    if reuse and isinstance(xs, np.ndarray) and xs.flags.c_contiguous and xs.flags.writeable:
+        # x's coefficients are dead: grad_x's coefficients (same shape) take their
+        # buffer, which saves an allocation (and its page faults) and peak memory
+        gxs = np.matmul(gs2, weight, out=xs2).reshape(b, rows, c_in)
     else:
-        gw = xp.tensordot(gs, xs, axes=([0, 2], [0, 2]))
-        gx = reconstruct_raw(xp, xp.matmul(weight.T, gs), plan, layout)
-    return gw, gx
+        gxs = xp.reshape(xp.matmul(gs2, weight), (b, rows, c_in))
+    del xs, xs2, gs, gs2
+    if layout != "tokens":
+        return gw, reconstruct_raw(xp, gxs, plan, layout, order="internal")
+    h, w = plan.grid
+    if isinstance(gxs, np.ndarray):
+        gx = np.empty((b, e + h * w, c_in), dtype=gxs.dtype)
+        if e:
+            gx[:, :e] = gxs[:, :e]
+            reconstruct_raw(xp, gxs[:, e:], plan, layout, out=gx[:, e:], order="internal")
+        else:
+            reconstruct_raw(xp, gxs, plan, layout, out=gx, order="internal")
+        return gw, gx
+    if e:
+        return gw, xp.concat([gxs[:, :e, :], reconstruct_raw(xp, gxs[:, e:, :], plan, layout, order="internal")],
+                             axis=1)
+    return gw, reconstruct_raw(xp, gxs, plan, layout, order="internal")
 
 
 def lbp_backward(
@@ -314,8 +347,10 @@ def lbp_backward(
     """
     xp, x, weight, grad_y, bias = _validated(x, weight, grad_y, bias, layout)
     plan, e = _lbp_plan(x, grid, patch, bases, pad, extra_tokens, layout)
-    xe, xs = project_raw(xp, x, plan, layout, e)
-    gw, gx = _lbp_grads(xp, xs, xe, weight, grad_y, plan, e, layout)
+    _, xs = project_raw(xp, x, plan, layout, e, keep_extra=True, order="internal")
+    saved = [xs]
+    del xs
+    gw, gx = _lbp_grads(xp, saved, weight, grad_y, plan, e, layout, reuse=True)
     return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, layout))
 
 
@@ -398,20 +433,16 @@ class LBPLinear:
         xp, (x,) = common_namespace([("x", x)])
         plan, e = _lbp_plan(x, self._grid, self._patch, self._bases, self._pad, self.extra_tokens, self.layout)
         self.plan = plan
-        xe, xs = project_raw(xp, x, plan, self.layout, e)
-        if xe is not None:
-            xe = xp.asarray(xe, copy=True)  # do not keep the whole x alive through a view
-        self._saved = (xs, xe, tuple(x.shape), e)
+        _, xs = project_raw(xp, x, plan, self.layout, e, keep_extra=True, order="internal")  # new array, no view of x
+        self._saved = (xs, tuple(x.shape), e)
         return y
 
     @property
     def saved_nbytes(self) -> int:
         if self._saved is None:
             return 0
-        xs, xe = self._saved[:2]
+        xs = self._saved[0]
         total = xs.size * xs.dtype.itemsize if hasattr(xs.dtype, "itemsize") else _nbytes(xs)
-        if xe is not None:
-            total += xe.size * xe.dtype.itemsize if hasattr(xe.dtype, "itemsize") else _nbytes(xe)
         return int(total)
 
     def backward(self, grad_y):
@@ -435,7 +466,7 @@ class LBPLinear:
         """
         if self._saved is None:
             raise RuntimeError("LBPLinear.backward called before forward")
-        xs, xe, x_shape, e = self._saved
+        xs, x_shape, e = self._saved
         xp, (weight, grad_y, bias) = common_namespace(
             [("weight", self.weight), ("grad_y", grad_y), ("bias", self.bias)]
         )
@@ -446,7 +477,7 @@ class LBPLinear:
             expected = (x_shape[0], c_out) + tuple(x_shape[2:])
         if tuple(grad_y.shape) != expected:
             raise ValueError(f"grad_y must have shape {expected}, got {tuple(grad_y.shape)}")
-        gw, gx = _lbp_grads(xp, xs, xe, weight, grad_y, self.plan, e, self.layout)
+        gw, gx = _lbp_grads(xp, [xs], weight, grad_y, self.plan, e, self.layout)
         return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, self.layout))
 
 

@@ -1,16 +1,28 @@
 """Projection of token grids onto selected 2D Walsh–Hadamard bases (SPEC sections 4–5).
 
-Padding, patch extraction and the separable 2D transform are folded into two
-*axis operators*, one per spatial axis.  Along the rows, patch ``p`` of the
-padded grid reads a window of at most ``n`` original rows (reflection maps the
-padded rows back inside the grid), so the coefficients of the selected
-vertical sequencies ``i`` are ``A_p @ x[window_p]`` with a small ``(k_i, window)``
-matrix ``A_p`` that already contains the padding.  The columns work the same
-way.  The 2D coefficient of basis ``(i, j)`` is then row operator, then column
-operator, then a gather of the selected pairs.  Reconstruction applies the
-transposed Walsh rows restricted to the interior of each patch (the crop) in
-the reverse order.  Nothing of the padded grid is ever materialized, channels
-never move, and the full-size data is read or written once per operator.
+Padding, patch extraction, the 2D transform and the selection are folded into
+small constant matrices, so the padded grid is never materialized and channels
+never move.  Three kernels share them:
+
+* **cache-blocked separable** (NumPy, tokens, ``order="internal"``: the
+  backward passes).  A row operator ``(k_i, window)`` per patch row, then per
+  selected vertical sequency ``i`` a column operator that keeps only the
+  horizontal sequencies selected with it; the coefficients stay in the internal
+  order ``(p, i, q, j)`` so no gather is needed.  Chunks of the batch go
+  through both stages while their scratch sits in the L2 cache, every BLAS
+  call is kept single-threaded (OpenBLAS threads thin products badly) and the
+  chunks are spread over a few Python threads.
+* **direct strip** (everything else when ``pw * r`` is small): one matrix per
+  patch row maps a whole ``n``-row strip to the ``pw * r`` coefficients in
+  canonical ``(p, q, k)`` order, a single batched product per strip that suits
+  GPUs and the NCHW layout (read through a transposed view).  Its structural
+  zeros would spread a NaN to the neighbouring patches of the strip, so results
+  with non-finite values are recomputed with the separable operators.
+* **separable + gather** (the general fallback, any namespace): row and column
+  operators over the full rectangle of sequencies, then a gather of the pairs.
+
+Reconstruction applies the transposed Walsh rows restricted to the interior of
+each patch (the crop) in the reverse order.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from ._backend import as_float_array, constant, device_of
 from ._bases import BasisSet, select_bases
 from ._validation import check_choice, check_grid, check_int, check_power_of_two
 from ._wht import _natural_hadamard, sequency_permutation
+from ._wht import _parallel as _wht_parallel
 
 __all__ = [
     "PADS",
@@ -139,6 +152,7 @@ def _apply(xp, x3, op: _AxisOp):
     dt = x3.dtype
     dev = device_of(x3)
     two_d = x3.ndim == 2
+    numpy = isinstance(x3, np.ndarray)
     if op.uniform:
         m = op.mats[0]
         mat = constant(op.key + ("T",) if two_d else op.key, (lambda: m.T) if two_d else (lambda: m), xp, dt, dev)
@@ -146,20 +160,56 @@ def _apply(xp, x3, op: _AxisOp):
         kin = op.hi[0] - op.lo[0]
         if two_d:
             pre = x3.shape[0]
-            y = xp.matmul(xp.reshape(x3, (pre * count, kin)), mat)
+            a = xp.reshape(x3, (pre * count, kin))
+            y = _np_matmul_rows(a, mat) if numpy else xp.matmul(a, mat)
             return xp.reshape(y, (pre, op.n_out))
         pre, _, post = x3.shape
-        y = xp.matmul(mat, xp.reshape(x3, (pre * count, kin, post)))
+        a = xp.reshape(x3, (pre * count, kin, post))
+        y = _np_matmul_left(mat, a) if numpy else xp.matmul(mat, a)
         return xp.reshape(y, (pre, op.n_out, post))
     pieces = []
     for t, (lo, hi, m) in enumerate(zip(op.lo, op.hi, op.mats)):
         if two_d:
             mat = constant(op.key + (t, "T"), lambda m=m: m.T, xp, dt, dev)
-            pieces.append(xp.matmul(x3[:, lo:hi], mat))
+            a = x3[:, lo:hi]
+            pieces.append(_np_matmul_rows(a, mat) if numpy else xp.matmul(a, mat))
         else:
             mat = constant(op.key + (t,), lambda m=m: m, xp, dt, dev)
-            pieces.append(xp.matmul(mat, x3[:, lo:hi, :]))
+            a = x3[:, lo:hi, :]
+            pieces.append(_np_matmul_left(mat, a) if numpy else xp.matmul(mat, a))
     return xp.concat(pieces, axis=1)
+
+
+#: OpenBLAS hands a GEMM to several threads once ``m * n * k`` reaches twice its
+#: threshold (``2 * 65536 * 4`` with the default build).  For the thin products of
+#: the patch operators (``k <= n``) that only adds thread wake-ups, which cost
+#: milliseconds on a busy machine; NumPy products are split below this size.
+_MNK_SINGLE = 1 << 19
+
+
+def _np_matmul_left(m, a):
+    """``m @ a`` for stacked ``a`` of shape ``(S, K, N)``, split along ``N`` into single-threaded calls."""
+    k_out, k_in = m.shape
+    s, _, n = a.shape
+    step = max(1, (_MNK_SINGLE - 1) // max(1, k_out * k_in))
+    if n <= step:
+        return np.matmul(m, a)
+    out = np.empty((s, k_out, n), dtype=np.result_type(m, a))
+    for c0 in range(0, n, step):
+        np.matmul(m, a[:, :, c0 : c0 + step], out=out[:, :, c0 : c0 + step])
+    return out
+
+
+def _np_matmul_rows(a, m):
+    """``a @ m`` for a 2D ``a`` of shape ``(M, K)``, split along ``M`` into single-threaded calls."""
+    rows, k_in = a.shape
+    step = max(1, (_MNK_SINGLE - 1) // max(1, k_in * m.shape[1]))
+    if rows <= step:
+        return np.matmul(a, m)
+    out = np.empty((rows, m.shape[1]), dtype=np.result_type(a, m))
+    for r0 in range(0, rows, step):
+        np.matmul(a[r0 : r0 + step], m, out=out[r0 : r0 + step])
+    return out
 
 
 @dataclass(frozen=True)
@@ -183,6 +233,13 @@ class PatchPlan:
         ``(ph, pw)`` patches along rows and columns.
     rect : (int, int)
         ``(k_i, k_j)``: distinct vertical and horizontal sequencies in the basis.
+
+    Examples
+    --------
+    >>> from lbpcore import make_plan
+    >>> plan = make_plan((14, 14), 8, "lp_l1:3")
+    >>> plan.patches, plan.num_patches, plan.rank, plan.rect
+    ((2, 2), 4, 6, (3, 3))
     """
 
     grid: tuple
@@ -374,66 +431,587 @@ def resolve_grid(x, grid, layout, name="x"):
     return check_grid(grid)
 
 
-def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scale: float = 1.0, gather=None):
-    """Coefficients of the grid part of ``x`` (no validation).
+def _plan_key(plan: PatchPlan) -> tuple:
+    """Hashable key that determines every operator of ``plan`` (independent of object identity)."""
+    return (plan.grid, plan.patch, plan.pad, plan.basis.indices.tobytes())
 
-    Returns ``(extra, coef)``.  Tokens: ``coef`` is ``(B, M, C)``; nchw: ``(B, C, M)``,
-    with ``M = P * r`` in ``(p, q, k)`` order when gathered, else the full
-    rectangle ``(ph, k_i, pw, k_j)``.  ``gather=None`` gathers only when needed.
+
+def _fold(length: int, n: int, pad: str):
+    """Per patch along one axis: ``(lo, hi, F, interior)``.
+
+    ``F`` (``n x (hi - lo)``) maps the original samples ``lo .. hi-1`` to the ``n``
+    padded samples of the patch (a 0/1 matrix; all-zero rows are zero padding);
+    ``interior`` lists the patch positions that lie inside the grid.
     """
-    if gather is None:
-        gather = not plan.dense_rect
+    count, before, _ = padding(length, n)
+    out = []
+    for p in range(count):
+        src = np.arange(p * n, p * n + n) - before
+        inside = (src >= 0) & (src < length)
+        if pad == "reflect":
+            src = np.where(src < 0, -src, src)
+            src = np.where(src >= length, 2 * (length - 1) - src, src)
+            valid = np.ones(n, dtype=bool)
+        else:  # zero (and "none", where nothing is padded)
+            valid = inside
+        lo, hi = int(src[valid].min()), int(src[valid].max()) + 1
+        f = np.zeros((n, hi - lo))
+        u = np.nonzero(valid)[0]
+        f[u, src[u] - lo] = 1.0
+        out.append((lo, hi, f, np.nonzero(inside)[0]))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class _StripOps:
+    """Direct operators on horizontal strips of patches (one strip per patch row ``p``).
+
+    ``proj[p]`` (``pw*r x win_p*w``) maps the original rows ``win[p]`` of the grid
+    (all columns, row-major) to the coefficients of the ``pw`` patches of row ``p``
+    in ``(q, k)`` order: padding, the 2D transform and the selection in one matrix.
+    ``rec[p]`` (``nint_p*w x pw*r``) maps them back to the grid rows ``out_rows[p]``
+    (the crop of the padded strip).  ``uniform``: no padding along the rows, so
+    every strip uses the same matrices on consecutive, equal windows.
+    """
+
+    uniform: bool
+    win: tuple
+    proj: tuple
+    out_rows: tuple
+    rec: tuple
+
+
+@lru_cache(maxsize=128)
+def _strip_ops(key: tuple, scale: float) -> _StripOps:
+    (h, w), n, pad, raw = key
+    idx = np.frombuffer(raw, dtype=np.int64).reshape(-1, 2)
+    ii, jj = idx[:, 0], idx[:, 1]
+    wal = _walsh_rows(n, range(n))  # (n, n), sequency order
+    rows = _fold(h, n, pad)
+    cols = _fold(w, n, pad)
+    pw = len(cols)
+    acol = np.zeros((pw, n, w))  # projection along the columns, padding folded in
+    ccrop = np.zeros((pw, n, w))  # reconstruction along the columns, cropped
+    for q, (lo, hi, f, inner) in enumerate(cols):
+        acol[q, :, lo:hi] = wal @ f
+        start = q * n - padding(w, n)[1]
+        ccrop[q][:, start + inner] = wal[:, inner]
+    acol = acol[:, jj, :]  # (pw, r, w)
+    ccrop = ccrop[:, jj, :]
+    win, proj, out_rows, rec = [], [], [], []
+    before = padding(h, n)[1]
+    for p, (lo, hi, f, inner) in enumerate(rows):
+        arow = (wal @ f)[ii, :]  # (r, win)
+        g = np.einsum("ks,qkt->qkst", arow, acol).reshape(pw * len(ii), (hi - lo) * w)
+        win.append((lo, hi))
+        proj.append(g * scale)
+        rrow = wal[:, inner][ii, :]  # (r, nint)
+        o = p * n - before + int(inner[0])
+        out_rows.append((o, o + len(inner)))
+        rec.append(np.einsum("ks,qkt->stqk", rrow, ccrop).reshape(len(inner) * w, pw * len(ii)))
+    return _StripOps(h % n == 0, tuple(win), tuple(proj), tuple(out_rows), tuple(rec))
+
+
+def _use_direct(plan: PatchPlan) -> bool:
+    """Direct strip contraction (``2 pw r`` flops per element, one pass) or separable operators."""
+    return plan.patches[1] * plan.rank <= _DIRECT_MAX
+
+
+#: The direct strip contraction costs ``2 * pw * r`` flops per input element; above
+#: this ``pw * r`` the separable row/column operators (a few flops per element but
+#: more passes over memory) are used instead.
+_DIRECT_MAX = 128
+
+
+def _token_major(xp, x, layout, e=0):
+    """Grid part of ``x`` as ``(B, h*w, C)`` (a transposed view for NCHW on NumPy)."""
+    if layout == "tokens":
+        return x if e == 0 else x[:, e:, :]
+    b, c, h, w = x.shape
+    return xp.permute_dims(xp.reshape(x, (b, c, h * w)), (0, 2, 1))
+
+
+def _project_direct(xp, x, plan, layout, e, scale, out):
+    """Coefficients ``(B, M, C)`` in ``(p, q, k)`` order; NumPy writes into ``out`` if given."""
+    ops = _strip_ops(_plan_key(plan), float(scale))
+    h, w = plan.grid
+    ph, pw = plan.patches
+    r = plan.rank
+    n = plan.patch
+    numpy = isinstance(x, np.ndarray)
+    dt = x.dtype
+    dev = device_of(x)
+    key = ("strip", _plan_key(plan), float(scale))
+    if layout == "tokens":
+        b, _, c = x.shape
+    else:
+        b, c = x.shape[:2]
+    if numpy:
+        if out is None:
+            out = np.empty((b, ph * pw * r, c), dtype=dt)
+        xv = _token_major(np, x, layout, e)  # (B, h*w, C), possibly strided
+        if ops.uniform:
+            g = _np_const(key + (0,), ops.proj[0], dt)
+            np.matmul(g, xv.reshape(b, ph, n * w, c), out=out.reshape(b, ph, pw * r, c))
+        else:
+            o4 = out.reshape(b, ph, pw * r, c)
+            for p, (lo, hi) in enumerate(ops.win):
+                g = _np_const(key + (p,), ops.proj[p], dt)
+                np.matmul(g, xv[:, lo * w : hi * w, :], out=o4[:, p])
+        return out
+    if layout == "tokens":
+        xv = x if e == 0 else x[:, e:, :]
+        if ops.uniform:
+            g = constant(key + (0,), lambda: ops.proj[0], xp, dt, dev)
+            y = xp.matmul(g, xp.reshape(xv, (b, ph, n * w, c)))
+            return xp.reshape(y, (b, ph * pw * r, c))
+        pieces = []
+        for p, (lo, hi) in enumerate(ops.win):
+            g = constant(key + (p,), lambda p=p: ops.proj[p], xp, dt, dev)
+            pieces.append(xp.matmul(g, xv[:, lo * w : hi * w, :]))
+        return xp.concat(pieces, axis=1)
+    # NCHW, generic: (B, ph, C, n*w) @ G.T, then channels last
+    x3 = xp.reshape(x, (b, c, h * w))
+    if ops.uniform:
+        gt = constant(key + (0, "T"), lambda: ops.proj[0].T, xp, dt, dev)
+        y = xp.matmul(xp.permute_dims(xp.reshape(x3, (b, c, ph, n * w)), (0, 2, 1, 3)), gt)  # (B, ph, C, pw*r)
+        y = xp.permute_dims(y, (0, 1, 3, 2))
+        return xp.reshape(y, (b, ph * pw * r, c))
+    pieces = []
+    for p, (lo, hi) in enumerate(ops.win):
+        gt = constant(key + (p, "T"), lambda p=p: ops.proj[p].T, xp, dt, dev)
+        y = xp.matmul(x3[:, :, lo * w : hi * w], gt)  # (B, C, pw*r)
+        pieces.append(xp.permute_dims(y, (0, 2, 1)))
+    return xp.concat(pieces, axis=1)
+
+
+@lru_cache(maxsize=128)
+def _internal_columns(key: tuple) -> np.ndarray:
+    """For each internal position ``(i, q, j)`` of a patch-row block, its canonical ``(q, k)`` column."""
+    (h, w), n, pad, raw = key
+    idx = np.frombuffer(raw, dtype=np.int64).reshape(-1, 2)
+    r = len(idx)
+    k_of = {(int(i), int(j)): k for k, (i, j) in enumerate(idx)}
+    ops = _sep_ops(key, 1.0)
+    pw = padding(w, n)[0]
+    cols = [q * r + k_of[(i, j)] for i, js in zip(ops.rows, ops.cols) for q in range(pw) for j in js]
+    return np.asarray(cols, dtype=np.int64)
+
+
+@lru_cache(maxsize=128)
+def _strip_ops_internal(key: tuple) -> _StripOps:
+    ops = _strip_ops(key, 1.0)
+    perm = _internal_columns(key)
+    return _StripOps(ops.uniform, ops.win, ops.proj, ops.out_rows, tuple(np.ascontiguousarray(m[:, perm]) for m in ops.rec))
+
+
+def _reconstruct_direct(xp, coef, plan, layout, out, internal=False):
+    """Grid ``(B, h*w, C)`` (tokens) or ``(B, C, h, w)`` from ``(B, M, C)`` coefficients.
+
+    ``internal``: NumPy tokens only, the coefficients are in the internal order of
+    the cache-blocked projection (the columns of the operators are permuted).
+    """
+    ops = _strip_ops_internal(_plan_key(plan)) if internal else _strip_ops(_plan_key(plan), 1.0)
+    h, w = plan.grid
+    ph, pw = plan.patches
+    r = plan.rank
+    n = plan.patch
+    b, _, c = coef.shape
+    dt = coef.dtype
+    dev = device_of(coef)
+    key = ("strip", _plan_key(plan), 1.0, internal)
+    c4 = xp.reshape(coef, (b, ph, pw * r, c))
+    if isinstance(coef, np.ndarray):
+        if out is None:
+            out = np.empty((b, h * w, c) if layout == "tokens" else (b, c, h, w), dtype=dt)
+        if layout == "tokens":
+            if ops.uniform:
+                rm = _np_const(key + ("rec", 0), ops.rec[0], dt)
+                np.matmul(rm, c4, out=out.reshape(b, ph, n * w, c))
+            else:
+                for p, (lo, hi) in enumerate(ops.out_rows):
+                    rm = _np_const(key + ("rec", p), ops.rec[p], dt)
+                    np.matmul(rm, c4[:, p], out=out[:, lo * w : hi * w, :])
+            return out
+        # NCHW: out^T = coef^T @ R^T writes rows of (C, strip) directly
+        o3 = out.reshape(b, c, h * w)
+        ct = c4.transpose(0, 1, 3, 2)  # (B, ph, C, pw*r)
+        if ops.uniform:
+            rt = _np_const(key + ("rec", 0, "T"), ops.rec[0].T, dt)
+            np.matmul(ct, rt, out=o3.reshape(b, c, ph, n * w).transpose(0, 2, 1, 3))
+        else:
+            for p, (lo, hi) in enumerate(ops.out_rows):
+                rt = _np_const(key + ("rec", p, "T"), ops.rec[p].T, dt)
+                np.matmul(ct[:, p], rt, out=o3[:, :, lo * w : hi * w])
+        return out
+    if layout == "tokens":
+        if ops.uniform:
+            rm = constant(key + ("rec", 0), lambda: ops.rec[0], xp, dt, dev)
+            return xp.reshape(xp.matmul(rm, c4), (b, h * w, c))
+        pieces = []
+        for p in range(ph):
+            rm = constant(key + ("rec", p), lambda p=p: ops.rec[p], xp, dt, dev)
+            pieces.append(xp.matmul(rm, c4[:, p, :, :]))
+        return xp.concat(pieces, axis=1)
+    ct = xp.permute_dims(c4, (0, 1, 3, 2))  # (B, ph, C, pw*r)
+    if ops.uniform:
+        rt = constant(key + ("rec", 0, "T"), lambda: ops.rec[0].T, xp, dt, dev)
+        y = xp.matmul(ct, rt)  # (B, ph, C, n*w)
+        y = xp.permute_dims(y, (0, 2, 1, 3))
+        return xp.reshape(y, (b, c, h, w))
+    pieces = []
+    for p in range(ph):
+        rt = constant(key + ("rec", p, "T"), lambda p=p: ops.rec[p].T, xp, dt, dev)
+        pieces.append(xp.matmul(ct[:, p, :, :], rt))  # (B, C, nint*w)
+    return xp.reshape(xp.concat(pieces, axis=2), (b, c, h, w))
+
+
+_np_cache: dict = {}
+
+
+def _np_const(key, arr, dtype):
+    """NumPy copy of a float64 operator in ``dtype``, cached (read-only)."""
+    ck = (key, dtype.str)
+    hit = _np_cache.get(ck)
+    if hit is None:
+        if len(_np_cache) > 1024:
+            _np_cache.clear()
+        hit = np.ascontiguousarray(arr, dtype=dtype)
+        hit.flags.writeable = False
+        _np_cache[ck] = hit
+    return hit
+
+
+def _project_separable(xp, x, plan, layout, e, scale):
+    """Separable row/column operators, then a gather: ``(B, M, C)`` in ``(p, q, k)`` order."""
     oph, opw, _, _ = plan.ops(scale)
     if layout == "tokens":
         b, _, c = x.shape
-        extra, g3 = split_tokens(xp, x, plan, extra_tokens)
+        _, g3 = split_tokens(xp, x, plan, e)
         t = _apply(xp, g3, oph)  # (B, ph*ki, w*C)
         t = xp.reshape(t, (b * oph.n_out, plan.grid[1], c))
         t = _apply(xp, t, opw)  # (B*ph*ki, pw*kj, C)
         t = xp.reshape(t, (b, oph.n_out * opw.n_out, c))
         axis = 1
     else:
-        extra = None
         b, c, h, w = x.shape
         t = _apply(xp, xp.reshape(x, (b * c, h, w)), oph)  # (B*C, ph*ki, w)
         t = _apply(xp, xp.reshape(t, (b * c * oph.n_out, w)), opw)  # (B*C*ph*ki, pw*kj)
         t = xp.reshape(t, (b, c, oph.n_out * opw.n_out))
         axis = 2
-    if gather:
-        idx = constant(("gather", plan), plan.gather_index, xp, xp.int64, device_of(x))
-        t = xp.take(t, idx, axis=axis)
-    return extra, t
+    idx = constant(("gather", _plan_key(plan)), plan.gather_index, xp, xp.int64, device_of(x))
+    t = xp.take(t, idx, axis=axis)
+    if layout == "nchw":
+        t = xp.permute_dims(t, (0, 2, 1))
+    return t
 
 
-def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, gathered=None):
-    """Inverse of :func:`project_raw` up to the factor ``n**2`` and the crop.
-
-    Tokens: ``(B, M, C)`` -> ``(B, h*w, C)``; nchw: ``(B, C, M)`` -> ``(B, C, h, w)``.
-    """
-    if gathered is None:
-        gathered = not plan.dense_rect
+def _reconstruct_separable(xp, coef, plan, layout):
     _, _, rh, rw = plan.ops()
     h, w = plan.grid
     dev = device_of(coef)
+    b, m, c = coef.shape
+    idx = constant(("scatter", _plan_key(plan)), plan.scatter_index, xp, xp.int64, dev)
+    zero = xp.zeros((b, 1, c), dtype=coef.dtype, device=dev)
+    coef = xp.take(xp.concat([coef, zero], axis=1), idx, axis=1)
     if layout == "tokens":
-        b, m, c = coef.shape
-        if gathered:
-            idx = constant(("scatter", plan), plan.scatter_index, xp, xp.int64, dev)
-            zero = xp.zeros((b, 1, c), dtype=coef.dtype, device=dev)
-            coef = xp.take(xp.concat([coef, zero], axis=1), idx, axis=1)
         t = xp.reshape(coef, (b * rh.n_in, rw.n_in, c))
         t = _apply(xp, t, rw)  # (B*ph*ki, w, C)
         t = xp.reshape(t, (b, rh.n_in, w * c))
         t = _apply(xp, t, rh)  # (B, h, w*C)
         return xp.reshape(t, (b, h * w, c))
-    b, c, m = coef.shape
-    if gathered:
-        idx = constant(("scatter", plan), plan.scatter_index, xp, xp.int64, dev)
-        zero = xp.zeros((b, c, 1), dtype=coef.dtype, device=dev)
-        coef = xp.take(xp.concat([coef, zero], axis=2), idx, axis=2)
+    coef = xp.permute_dims(coef, (0, 2, 1))
     t = _apply(xp, xp.reshape(coef, (b * c * rh.n_in, rw.n_in)), rw)  # (B*C*ph*ki, w)
     t = _apply(xp, xp.reshape(t, (b * c, rh.n_in, w)), rh)  # (B*C, h, w)
     return xp.reshape(t, (b, c, h, w))
+
+
+@dataclass(frozen=True, eq=False)
+class _SepOps:
+    """Separable operators for the cache-blocked NumPy path (tokens layout).
+
+    Coefficients are kept in the *internal* order ``(p, i, q, j)``: patch row, then
+    each selected vertical sequency ``i`` (the ``t``-th of ``rows``), then patch
+    column, then the horizontal sequencies ``cols[t]`` selected with that ``i``.
+    Every coefficient row is a selected basis, so no gather is needed; the
+    backward GEMMs do not care about the order of their rows.
+    """
+
+    rows: tuple  # selected vertical sequencies I (k_i of them)
+    cols: tuple  # per t: selected horizontal sequencies J_t with I[t]
+    offsets: tuple  # per t: first row of J_t's block inside a patch-row block
+    block: int  # rows per patch row: pw * r
+    row_uniform: bool
+    col_uniform: bool
+    prow: tuple  # per p: (lo, hi, (k_i, hi-lo) matrix), scaled
+    pcol: tuple  # per t: per q: (lo, hi, (|J_t|, hi-lo) matrix)
+    rrow: tuple  # per p: (lo, hi, (hi-lo, k_i) matrix): output grid rows
+    rcol: tuple  # per t: per q: (lo, hi, (hi-lo, |J_t|) matrix): output grid columns
+
+
+@lru_cache(maxsize=128)
+def _sep_ops(key: tuple, scale: float) -> _SepOps:
+    (h, w), n, pad, raw = key
+    idx = np.frombuffer(raw, dtype=np.int64).reshape(-1, 2)
+    rows = tuple(int(v) for v in np.unique(idx[:, 0]))
+    cols = tuple(tuple(int(j) for j in np.sort(idx[idx[:, 0] == i, 1])) for i in rows)
+    wal = _walsh_rows(n, range(n))
+    pw = padding(w, n)[0]
+    offsets, off = [], 0
+    for js in cols:
+        offsets.append(off)
+        off += pw * len(js)
+    wr = wal[list(rows)]
+    prow, rrow = [], []
+    before = padding(h, n)[1]
+    for p, (lo, hi, f, inner) in enumerate(_fold(h, n, pad)):
+        prow.append((lo, hi, (wr @ f) * scale))
+        o = p * n - before + int(inner[0])
+        rrow.append((o, o + len(inner), wr[:, inner].T.copy()))
+    pcol, rcol = [], []
+    cbefore = padding(w, n)[1]
+    folds = _fold(w, n, pad)
+    for js in cols:
+        wc = wal[list(js)]
+        pc, rc = [], []
+        for q, (lo, hi, f, inner) in enumerate(folds):
+            pc.append((lo, hi, wc @ f))
+            o = q * n - cbefore + int(inner[0])
+            rc.append((o, o + len(inner), wc[:, inner].T.copy()))
+        pcol.append(tuple(pc))
+        rcol.append(tuple(rc))
+    return _SepOps(rows, cols, tuple(offsets), off, h % n == 0, w % n == 0,
+                   tuple(prow), tuple(pcol), tuple(rrow), tuple(rcol))
+
+
+#: Working-set target of one batch chunk of the cache-blocked NumPy path (bytes).
+_CHUNK_BYTES = 1 << 20
+
+
+def _chunks(b, ph, per_p):
+    """Batch and patch-row chunk sizes so that a chunk's scratch is about ``_CHUNK_BYTES``."""
+    nb = max(1, _CHUNK_BYTES // max(1, per_p * ph))
+    if nb >= 2:
+        return min(nb, b), ph
+    return 1, max(1, min(ph, _CHUNK_BYTES // max(1, per_p)))
+
+
+def _mm(a, b, out, axis_len, k):
+    """``np.matmul(a, b, out=out)`` split along the last axis so every BLAS call is single-threaded."""
+    step = max(1, (_MNK_SINGLE - 1) // max(1, a.shape[-2] * k))
+    if axis_len <= step:
+        np.matmul(a, b, out=out)
+        return
+    for c0 in range(0, axis_len, step):
+        np.matmul(a, b[..., c0 : c0 + step], out=out[..., c0 : c0 + step])
+
+
+def _mm_left(a, b, out):
+    """``a @ b`` (``a`` a small 2D operator, ``b`` stacked) into ``out``, single-threaded calls."""
+    _mm(a, b, out, b.shape[-1], a.shape[-1])
+
+
+def _project_sep_np(x, plan, e, scale, out):
+    """Cache-blocked separable projection of tokens into ``out`` ``(B, M, C)``, internal order."""
+    ops = _sep_ops(_plan_key(plan), float(scale))
+    dt = x.dtype
+    b, _, c = x.shape
+    h, w = plan.grid
+    n = plan.patch
+    ph, pw = plan.patches
+    ki = len(ops.rows)
+    wc = w * c
+    xv = (x if e == 0 else x[:, e:, :]).reshape(b, h, wc)
+    o4 = out.reshape(b, ph, ops.block, c)
+    nb, npp = _chunks(b, ph, ki * wc * dt.itemsize)
+    if not ops.row_uniform:
+        npp = 1
+    key = ("sep", _plan_key(plan), float(scale))
+    pmats = [_np_const(key + ("r", p), m, dt) for p, (_, _, m) in enumerate(ops.prow)]
+    cmats = [[_np_const(key + ("c", t, q), m, dt) for q, (_, _, m) in enumerate(pc)] for t, pc in enumerate(ops.pcol)]
+    x4 = xv.reshape(b, ph, n, wc) if ops.row_uniform else None
+
+    def work(bs, be):
+        scratch = np.empty((min(nb, be - bs), npp, ki, wc), dtype=dt)
+        for b0 in range(bs, be, nb):
+            b1 = min(be, b0 + nb)
+            for p0 in range(0, ph, npp):
+                p1 = min(ph, p0 + npp)
+                t4 = scratch[: b1 - b0, : p1 - p0]
+                if ops.row_uniform:
+                    _mm_left(pmats[0], x4[b0:b1, p0:p1], t4)
+                else:
+                    lo, hi, _ = ops.prow[p0]
+                    _mm_left(pmats[p0], xv[b0:b1, lo:hi][:, None], t4)
+                t5 = t4.reshape(b1 - b0, p1 - p0, ki, w, c)
+                for t, js in enumerate(ops.cols):
+                    kj = len(js)
+                    off = ops.offsets[t]
+                    dst = o4[b0:b1, p0:p1, off : off + pw * kj].reshape(b1 - b0, p1 - p0, pw, kj, c)
+                    src = t5[:, :, t]
+                    if ops.col_uniform:
+                        _mm_left(cmats[t][0], src.reshape(b1 - b0, p1 - p0, pw, n, c), dst)
+                    else:
+                        for q, (lo, hi, _) in enumerate(ops.pcol[t]):
+                            _mm_left(cmats[t][q], src[:, :, lo:hi], dst[:, :, q])
+
+    _parallel(work, b, x.nbytes)
+    return out
+
+
+def _reconstruct_sep_np(coef, plan, out):
+    """Inverse of :func:`_project_sep_np` (crop, no ``1/n**2``): ``(B, M, C)`` -> ``out`` ``(B, h*w, C)``."""
+    ops = _sep_ops(_plan_key(plan), 1.0)
+    dt = coef.dtype
+    b, _, c = coef.shape
+    h, w = plan.grid
+    n = plan.patch
+    ph, pw = plan.patches
+    ki = len(ops.rows)
+    wc = w * c
+    ov = out.reshape(b, h, wc)
+    c4 = coef.reshape(b, ph, ops.block, c)
+    nb, npp = _chunks(b, ph, ki * wc * dt.itemsize)
+    if not ops.row_uniform:
+        npp = 1
+    key = ("sep", _plan_key(plan), 1.0)
+    rmats = [_np_const(key + ("R", p), m, dt) for p, (_, _, m) in enumerate(ops.rrow)]
+    cmats = [[_np_const(key + ("C", t, q), m, dt) for q, (_, _, m) in enumerate(rc)] for t, rc in enumerate(ops.rcol)]
+    o4 = ov.reshape(b, ph, n, wc) if ops.row_uniform else None
+
+    def work(bs, be):
+        scratch = np.empty((min(nb, be - bs), npp, ki, wc), dtype=dt)
+        for b0 in range(bs, be, nb):
+            b1 = min(be, b0 + nb)
+            for p0 in range(0, ph, npp):
+                p1 = min(ph, p0 + npp)
+                t4 = scratch[: b1 - b0, : p1 - p0]
+                t5 = t4.reshape(b1 - b0, p1 - p0, ki, w, c)
+                for t, js in enumerate(ops.cols):
+                    kj = len(js)
+                    off = ops.offsets[t]
+                    src = c4[b0:b1, p0:p1, off : off + pw * kj].reshape(b1 - b0, p1 - p0, pw, kj, c)
+                    dst = t5[:, :, t]
+                    if ops.col_uniform:
+                        _mm_left(cmats[t][0], src, dst.reshape(b1 - b0, p1 - p0, pw, n, c))
+                    else:
+                        for q, (lo, hi, _) in enumerate(ops.rcol[t]):
+                            _mm_left(cmats[t][q], src[:, :, q], dst[:, :, lo:hi])
+                if ops.row_uniform:
+                    _mm_left(rmats[0], t4, o4[b0:b1, p0:p1])
+                else:
+                    lo, hi, _ = ops.rrow[p0]
+                    _mm_left(rmats[p0], t4[:, 0], ov[b0:b1, lo:hi])
+
+    _parallel(work, b, b * h * wc * dt.itemsize)
+    return out
+
+
+#: Smallest input (bytes) for which the cache-blocked kernels split the batch over threads.
+_PARALLEL_MIN_BYTES = 1 << 22
+
+
+def _parallel(work, b, nbytes):
+    """Run ``work(bs, be)`` over ``[0, b)``, split over the CPUs for inputs of at least
+    ``_PARALLEL_MIN_BYTES`` (the thread pool of :mod:`lbpcore._wht`)."""
+    if nbytes < _PARALLEL_MIN_BYTES:
+        work(0, b)
+        return
+    _wht_parallel(work, b, nbytes)
+
+
+#: Reconstruct internal-order coefficients with the direct strip operators
+#: (multithreaded BLAS) when they apply, instead of the cache-blocked kernels.
+_RECON_DIRECT = False
+
+
+def _internal_order(xp, x, layout) -> bool:
+    """Whether ``order="internal"`` means the cache-blocked ``(p, i, q, j)`` order here."""
+    return layout == "tokens" and isinstance(x, np.ndarray)
+
+
+def _all_finite(xp, a) -> bool:
+    """Whether ``a`` holds only finite values (one reduction; an overflowing sum says no).
+
+    The direct strip operators hold structural zeros between the patches of a
+    strip, and ``0 * nan`` is nan: a non-finite value would leak into the
+    neighbouring patches.  When this returns False the separable operators, which
+    never mix patches, are used instead.
+    """
+    if isinstance(a, np.ndarray):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return bool(np.isfinite(np.sum(a)))
+    return bool(xp.all(xp.isfinite(xp.sum(a))))
+
+
+def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scale: float = 1.0,
+                keep_extra: bool = False, order: str = "canonical"):
+    """Coefficients of the grid part of ``x`` (no validation), channels last.
+
+    Returns ``(extra, coef)``: ``coef`` is ``(B, M, C)`` for both layouts, ``M = P * r``,
+    each coefficient multiplied by ``scale``; ``extra`` is ``x[:, :e]`` (a view) or None.
+    ``order="canonical"``: ``(p, q, k)`` (patches row-major, bases in canonical
+    order).  ``order="internal"``: whatever order is fastest here; only
+    :func:`reconstruct_raw` with ``order="internal"`` (and row-order-agnostic
+    products) may consume it.  With ``keep_extra=True`` returns ``(None, full)``
+    where ``full`` is ``(B, e + M, C)``: the extra tokens (unscaled) followed by
+    the coefficients, so that one GEMM covers both.
+    """
+    e = extra_tokens if layout == "tokens" else 0
+    extra = None if e == 0 else x[:, :e, :]
+    numpy = isinstance(x, np.ndarray)
+    if numpy:
+        b, c = (x.shape[0], x.shape[2]) if layout == "tokens" else x.shape[:2]
+        m = plan.num_patches * plan.rank
+        full = np.empty((b, (e if keep_extra else 0) + m, c), dtype=x.dtype)
+        grid = full
+        if keep_extra and e:
+            full[:, :e] = extra
+            grid = full[:, e:]
+        if order == "internal" and _internal_order(xp, x, layout):
+            _project_sep_np(x, plan, e, scale, grid)
+        elif _use_direct(plan):
+            _project_direct(xp, x, plan, layout, e, scale, grid)
+            if not _all_finite(xp, grid):
+                grid[...] = _project_separable(xp, x, plan, layout, e, scale)
+        else:
+            grid[...] = _project_separable(xp, x, plan, layout, e, scale)
+        return (None, full) if keep_extra else (extra, full)
+    if _use_direct(plan):
+        coef = _project_direct(xp, x, plan, layout, e, scale, None)
+        if not _all_finite(xp, coef):
+            coef = _project_separable(xp, x, plan, layout, e, scale)
+    else:
+        coef = _project_separable(xp, x, plan, layout, e, scale)
+    if keep_extra:
+        if e:
+            coef = xp.concat([extra, coef], axis=1)
+        return None, coef
+    return extra, coef
+
+
+def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, order: str = "canonical"):
+    """Inverse of :func:`project_raw` up to the factor ``n**2`` and the crop.
+
+    ``(B, M, C)`` -> tokens ``(B, h*w, C)`` or nchw ``(B, C, h, w)``; ``order`` as
+    given to :func:`project_raw`.  NumPy only: the result is written into ``out``
+    (a possibly strided view of the right shape) when given.
+    """
+    if order == "internal" and _internal_order(xp, coef, layout):
+        if out is None:
+            out = np.empty((coef.shape[0], plan.grid[0] * plan.grid[1], coef.shape[2]), dtype=coef.dtype)
+        if _RECON_DIRECT and _use_direct(plan) and _all_finite(xp, coef):
+            # right after the GEMMs: multithreaded BLAS products do not fight
+            # the BLAS worker threads that are still spinning
+            return _reconstruct_direct(xp, coef, plan, layout, out, internal=True)
+        return _reconstruct_sep_np(coef, plan, out)
+    if _use_direct(plan) and _all_finite(xp, coef):
+        return _reconstruct_direct(xp, coef, plan, layout, out)
+    res = _reconstruct_separable(xp, coef, plan, layout)
+    if out is not None:
+        out[...] = res
+        return out
+    return res
 
 
 # ---------------------------------------------------------------------------
@@ -501,11 +1079,11 @@ def project(x, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", extra_toke
     array([16.,  0.,  0.])
     """
     xp, x, plan, e = _prepare(x, grid, patch, bases, pad, extra_tokens, layout)
-    _, coef = project_raw(xp, x, plan, layout, e, gather=True)
+    _, coef = project_raw(xp, x, plan, layout, e)
     pcount, r = plan.num_patches, plan.rank
     if layout == "tokens":
         return xp.reshape(coef, (x.shape[0], pcount, r, x.shape[2]))
-    return xp.reshape(coef, (x.shape[0], x.shape[1], pcount, r))
+    return xp.reshape(xp.permute_dims(coef, (0, 2, 1)), (x.shape[0], x.shape[1], pcount, r))
 
 
 def reconstruct(coef, *, grid, patch=8, bases="lp_l1:6", pad="reflect", layout="tokens"):
@@ -557,9 +1135,12 @@ def reconstruct(coef, *, grid, patch=8, bases="lp_l1:6", pad="reflect", layout="
         if tuple(coef.shape[2:]) != (pcount, r):
             raise ValueError(f"coef must have shape (B, C, {pcount}, {r}) for this plan, got {tuple(coef.shape)}")
         c = coef.shape[1]
-        flat = xp.reshape(coef, (b, c, pcount * r))
-    out = reconstruct_raw(xp, flat, plan, layout, gathered=True)
+        flat = xp.permute_dims(xp.reshape(coef, (b, c, pcount * r)), (0, 2, 1))
+    out = reconstruct_raw(xp, flat, plan, layout)
     n2 = plan.patch * plan.patch
+    if isinstance(out, np.ndarray):
+        out *= out.dtype.type(1.0 / n2)  # a fresh array: scale in place (n2 is a power of two: exact)
+        return out
     return out / xp.asarray(n2, dtype=out.dtype, device=device_of(out))
 
 
@@ -588,8 +1169,13 @@ def apply_projector(x, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", ex
     array([4., 4., 4., 4.])
     """
     xp, x, plan, e = _prepare(x, grid, patch, bases, pad, extra_tokens, layout)
-    extra, coef = project_raw(xp, x, plan, layout, e, scale=1.0 / (plan.patch * plan.patch))
-    out = reconstruct_raw(xp, coef, plan, layout)
+    extra, coef = project_raw(xp, x, plan, layout, e, scale=1.0 / (plan.patch * plan.patch), order="internal")
+    if isinstance(coef, np.ndarray) and extra is not None:
+        out = np.empty(x.shape, dtype=x.dtype)
+        out[:, :e] = extra
+        reconstruct_raw(xp, coef, plan, layout, out=out[:, e:], order="internal")
+        return out
+    out = reconstruct_raw(xp, coef, plan, layout, order="internal")
     if extra is not None:
         out = xp.concat([extra, out], axis=1)
     return out

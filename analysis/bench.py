@@ -1,0 +1,666 @@
+"""``lbp bench``: time the LBP-WHT backward and the fast Walsh–Hadamard transform.
+
+Every number is a ratio measured in one process: the contenders of one row run
+interleaved, round after round, and each time is the median over the rounds, so
+that other load on the machine hits them alike.
+
+Rows
+----
+backward
+    ViT-B sized linear layers (``x`` of ``(B, 256, 768)`` on a 16x16 grid with
+    ``weight`` ``(3072, 768)``, the reverse ``(768, 3072)``, and a 14x14 grid
+    that needs padding) at float32.  ``plain`` is the best plain-NumPy dense
+    backward (two GEMMs on 2D views), ``dense`` is :func:`lbpcore.dense_backward`,
+    ``lbp`` is :func:`lbpcore.lbp_backward` (projection of ``x`` and ``grad_y``
+    included) and ``layer`` is :meth:`lbpcore.LBPLinear.backward`, whose forward
+    already saved the projected ``x``.  The speed-ups are ``plain / time``; the
+    ideal one is :func:`lbpcore.backward_cost`'s ``ideal_speedup`` (GEMM flops
+    only) and ``of ideal`` is their ratio.
+memory
+    Bytes the layer object saves against the activation, and the peak temporary
+    memory (``tracemalloc``) of ``lbp_backward`` against ``dense_backward``.
+wht
+    :func:`lbpcore.fwht` on float32 batches ``(rows, n)`` and single vectors, in
+    GB/s of the array (``nbytes / time``), against the anchors that are
+    installed: FFHT (``ffht-unofficial``, AVX, one thread, in place), a dense
+    product with the Hadamard matrix (``n <= 1024``) and radix-2 NumPy
+    butterflies.  ``overhead`` is the time of one call on a short vector.
+
+``--device gpu`` runs the same layers (batch 256) and a ``2**24``-element
+transform with CuPy, timed by :func:`cupyx.profiler.benchmark` (which
+synchronizes); CuPy is imported only then.
+
+Entry points: :func:`main` (``argv`` list, as the ``lbp`` command line passes it),
+:func:`run_bench` (keyword arguments, returns the results ``dict``) and
+:func:`add_arguments` (adds the options to an :mod:`argparse` parser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+__all__ = ["add_arguments", "main", "run_bench", "machine_info", "format_table"]
+
+#: Targets of the performance issue (ratios; see the module notes).
+TARGETS = {
+    "lbp_of_ideal_lp_l1:6": 0.75,
+    "lbp_of_ideal_lp_l1:3": 0.5,
+    "dense_over_plain_max": 1.25,
+    "fwht_over_ffht_batched_max": 2.0,
+    "fwht_over_ffht_single_max": 3.0,
+    "fwht_over_dense_max_n_le_64": 1.0,
+    "radix2_over_fwht_min": 10.0,
+    "overhead_us_max": 10.0,
+    "gpu_lbp_of_ideal": 0.7,
+    "gpu_fwht_of_copy_bandwidth": 0.5,
+}
+
+LAYERS = (((16, 16), 768, 3072), ((16, 16), 3072, 768), ((14, 14), 768, 3072))
+SPECS = ("lp_l1:6", "lp_l1:3")
+
+
+# ---------------------------------------------------------------------------
+# machine
+
+
+def machine_info(device="cpu") -> dict:
+    """Platform, CPU count, NumPy version, BLAS (threadpoolctl) and the anchors found.
+
+    Parameters
+    ----------
+    device : {"cpu", "gpu"}, optional
+        Recorded as the device the benchmark runs on.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> from analysis.bench import machine_info
+    >>> info = machine_info()
+    >>> {"platform", "cpu_count", "numpy", "blas", "ffht"} <= set(info)
+    True
+    """
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or _cpu_model(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "device": device,
+    }
+    try:
+        info["cpu_affinity"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        pass
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+        info["blas"] = [
+            {k: v for k, v in d.items() if k in ("internal_api", "version", "num_threads", "architecture",
+                                                 "threading_layer", "prefix", "user_api")}
+            for d in threadpool_info()
+        ]
+    except Exception as exc:  # pragma: no cover - threadpoolctl missing
+        info["blas"] = f"unknown (threadpoolctl: {exc})"
+    info["ffht"] = _ffht() is not None
+    return info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return ""
+
+
+def _ffht():
+    try:
+        import ffht  # noqa: PLC0415
+
+        return ffht
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# timing
+
+
+def _interleaved(fns: dict, rounds: int, setup=None) -> dict:
+    """Median seconds of each callable, run interleaved ``rounds`` times after one warm-up."""
+    times = {k: [] for k in fns}
+    for f in fns.values():
+        f()
+    for _ in range(rounds):
+        for k, f in fns.items():
+            if setup is not None:
+                setup(k)
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _plain_backward(x, w, gy):
+    g2 = gy.reshape(-1, gy.shape[-1])
+    return g2 @ w, g2.T @ x.reshape(-1, x.shape[-1])
+
+
+# ---------------------------------------------------------------------------
+# CPU rows
+
+
+def bench_backward(batch: int, rounds: int, layers=LAYERS, specs=SPECS, xp=None, timer=None) -> list:
+    """Dense versus LBP-WHT backward rows (see the module notes)."""
+    import lbpcore  # noqa: PLC0415
+
+    xp = np if xp is None else xp
+    rows = []
+    rng = np.random.default_rng(0)
+    for grid, c_in, c_out in layers:
+        length = grid[0] * grid[1]
+        x = xp.asarray(rng.standard_normal((batch, length, c_in), dtype=np.float32))
+        gy = xp.asarray(rng.standard_normal((batch, length, c_out), dtype=np.float32))
+        w = xp.asarray((rng.standard_normal((c_out, c_in)) / np.sqrt(c_in)).astype(np.float32))
+        layers_ = {}
+        for spec in specs:
+            lay = lbpcore.LBPLinear(w, grid=grid, patch=8, bases=spec)
+            lay.forward(x)
+            layers_[spec] = lay
+        fns = {"plain": lambda: _plain_backward(x, w, gy), "dense": lambda: lbpcore.dense_backward(x, w, gy)}
+        for spec in specs:
+            fns[f"lbp {spec}"] = lambda spec=spec: lbpcore.lbp_backward(x, w, gy, grid=grid, patch=8, bases=spec)
+            fns[f"layer {spec}"] = lambda spec=spec: layers_[spec].backward(gy)
+        t = (timer or _interleaved)(fns, rounds)
+        row = {"grid": list(grid), "batch": batch, "c_in": c_in, "c_out": c_out,
+               "times_s": t, "dense_over_plain": t["dense"] / t["plain"], "specs": {}}
+        for spec in specs:
+            cost = lbpcore.backward_cost(tuple(x.shape), c_out, grid=grid, patch=8, bases=spec)
+            sp = t["plain"] / t[f"lbp {spec}"]
+            spl = t["plain"] / t[f"layer {spec}"]
+            row["specs"][spec] = {
+                "ideal_speedup": cost.ideal_speedup,
+                "lbp_speedup": sp,
+                "lbp_of_ideal": sp / cost.ideal_speedup,
+                "layer_speedup": spl,
+                "layer_of_ideal": spl / cost.ideal_speedup,
+                "speedup_vs_dense_backward": t["dense"] / t[f"lbp {spec}"],
+            }
+        rows.append(row)
+        del x, gy, w, layers_, fns
+        gc.collect()
+    return rows
+
+
+def bench_memory(batch: int, grid=(16, 16), c_in=768, c_out=3072, spec="lp_l1:6", extra_tokens=1) -> dict:
+    """Saved bytes of the layer object and tracemalloc peaks of the two backward passes."""
+    import lbpcore  # noqa: PLC0415
+
+    rng = np.random.default_rng(1)
+    e = extra_tokens
+    length = e + grid[0] * grid[1]
+    x = rng.standard_normal((batch, length, c_in), dtype=np.float32)
+    gy = rng.standard_normal((batch, length, c_out), dtype=np.float32)
+    w = rng.standard_normal((c_out, c_in), dtype=np.float32)
+    cost = lbpcore.backward_cost(x.shape, c_out, grid=grid, patch=8, bases=spec, extra_tokens=e)
+    lay = lbpcore.LBPLinear(w, grid=grid, patch=8, bases=spec, extra_tokens=e)
+    lay.forward(x)
+    saved = lay.saved_nbytes
+    plan = lay.plan
+    expected = batch * (plan.num_patches * plan.rank + e) * c_in * 4
+
+    def peak(fn):
+        gc.collect()
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        res = fn()
+        p = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        del res
+        return p
+
+    p_dense = peak(lambda: lbpcore.dense_backward(x, w, gy))
+    p_lbp = peak(lambda: lbpcore.lbp_backward(x, w, gy, grid=grid, patch=8, bases=spec, extra_tokens=e))
+    p_layer = peak(lambda: lay.backward(gy))
+    coef = batch * (plan.num_patches * plan.rank + e) * (c_in + c_out) * 4
+    return {
+        "batch": batch, "grid": list(grid), "c_in": c_in, "c_out": c_out, "spec": spec, "extra_tokens": e,
+        "activation_bytes": int(x.nbytes),
+        "layer_saved_bytes": int(saved),
+        "layer_saved_expected_bytes": int(expected),
+        "layer_saved_ratio": saved / x.nbytes,
+        "r_over_n2": plan.rank / plan.patch ** 2,
+        "cost_model_saved_bytes": int(cost.lbp_saved_bytes),
+        "peak_dense_bytes": int(p_dense),
+        "peak_lbp_bytes": int(p_lbp),
+        "peak_layer_backward_bytes": int(p_layer),
+        "coefficient_bytes": int(coef),
+        "lbp_excess_bytes": int(p_lbp - p_dense),
+        "lbp_excess_within_coefficients": bool(p_lbp - p_dense <= coef),
+    }
+
+
+def _radix2(x):
+    """Plain NumPy radix-2 butterflies (natural order, in place on a copy)."""
+    y = np.array(x, copy=True)
+    n = y.shape[-1]
+    h = 1
+    while h < n:
+        v = y.reshape(y.shape[:-1] + (n // (2 * h), 2, h))
+        a = v[..., 0, :].copy()
+        v[..., 0, :] += v[..., 1, :]
+        np.subtract(a, v[..., 1, :], out=v[..., 1, :])
+        h *= 2
+    return y
+
+
+def bench_wht(batched, singles, rounds: int) -> list:
+    """fwht rows: GB/s of lbpcore (natural and sequency order) and of the anchors."""
+    import lbpcore  # noqa: PLC0415
+
+    ffht = _ffht()
+    rng = np.random.default_rng(2)
+    rows = []
+    for shape in [tuple(s) for s in batched] + [(n,) for n in singles]:
+        n = shape[-1]
+        x = rng.standard_normal(shape, dtype=np.float32)
+        out = np.empty_like(x)
+        buf = np.empty_like(x)
+        fns = {
+            "fwht natural": lambda: lbpcore.fwht(x, ordering="natural", out=out),
+            "fwht sequency": lambda: lbpcore.fwht(x, out=out),
+        }
+        if ffht is not None:
+            fns["ffht"] = lambda: ffht.fht_(buf)
+        if n <= 1024 and len(shape) == 2:
+            hmat = lbpcore.walsh_matrix(n, ordering="natural", dtype=np.float32)
+            fns["dense"] = lambda: np.matmul(x, hmat, out=out)
+
+        def setup(k):
+            if k == "ffht":
+                np.copyto(buf, x)
+
+        t = _interleaved(fns, rounds, setup=setup)
+        r2 = _interleaved({"radix2": lambda: _radix2(x)}, max(1, min(rounds, 3)))["radix2"]
+        t["radix2"] = r2
+        gbs = {k: x.nbytes / v / 1e9 for k, v in t.items()}
+        row = {"shape": list(shape), "n": n, "times_s": t, "gb_s": gbs,
+               "radix2_over_fwht": r2 / t["fwht natural"]}
+        if "ffht" in t:
+            row["fwht_over_ffht"] = t["fwht natural"] / t["ffht"]
+            row["fwht_sequency_over_ffht"] = t["fwht sequency"] / t["ffht"]
+        if "dense" in t:
+            row["fwht_over_dense"] = t["fwht natural"] / t["dense"]
+            row["fwht_sequency_over_dense"] = t["fwht sequency"] / t["dense"]
+        rows.append(row)
+    return rows
+
+
+def bench_overhead(sizes=(16, 256, 1024), calls=2000) -> list:
+    """Microseconds per call of fwht on one short vector (median of batches of calls)."""
+    import lbpcore  # noqa: PLC0415
+
+    rows = []
+    for n in sizes:
+        x = np.ones(n, dtype=np.float32)
+        out = np.empty_like(x)
+        res = {}
+        for label, fn in (("fwht", lambda: lbpcore.fwht(x)), ("fwht out=", lambda: lbpcore.fwht(x, out=out))):
+            fn()
+            per = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _ in range(calls // 5):
+                    fn()
+                per.append((time.perf_counter() - t0) / (calls // 5) * 1e6)
+            res[label] = statistics.median(per)
+        rows.append({"n": n, "us_per_call": res})
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# GPU rows
+
+
+def bench_gpu(batch: int, rounds: int) -> dict:
+    """The backward layers and a ``2**24`` transform with CuPy (imported here only)."""
+    import cupy as cp  # noqa: PLC0415
+    from cupyx.profiler import benchmark  # noqa: PLC0415
+
+    import lbpcore  # noqa: PLC0415
+
+    def timer(fns, n_repeat):
+        out = {}
+        for k, f in fns.items():
+            r = benchmark(f, n_repeat=max(3, n_repeat), n_warmup=2)
+            out[k] = float(np.median(r.gpu_times[0]))
+        return out
+
+    dev = cp.cuda.Device()
+    props = cp.cuda.runtime.getDeviceProperties(dev.id)
+    info = {"name": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
+            "cupy": cp.__version__, "total_memory": int(props["totalGlobalMem"])}
+    rows = bench_backward(batch, rounds, xp=cp, timer=timer)
+    x = cp.asarray(np.random.default_rng(3).standard_normal((4096, 4096), dtype=np.float32))
+    y = cp.empty_like(x)
+    t = timer({"copy": lambda: cp.copyto(y, x), "fwht natural": lambda: lbpcore.fwht(x, ordering="natural"),
+               "fwht sequency": lambda: lbpcore.fwht(x)}, rounds)
+    copy_bw = 2 * x.nbytes / t["copy"] / 1e9
+    wht = {"shape": [4096, 4096], "times_s": t, "copy_gb_s": copy_bw,
+           "fwht_gb_s": {k: 2 * x.nbytes / v / 1e9 for k, v in t.items() if k != "copy"}}
+    wht["fwht_of_copy_bandwidth"] = wht["fwht_gb_s"]["fwht natural"] / copy_bw
+    wht["fwht_sequency_of_copy_bandwidth"] = wht["fwht_gb_s"]["fwht sequency"] / copy_bw
+    return {"gpu": info, "backward": rows, "wht": [wht]}
+
+
+# ---------------------------------------------------------------------------
+# driver
+
+
+def _targets(res: dict) -> list:
+    out = []
+
+    def add(name, value, target, ok):
+        out.append({"name": name, "value": value, "target": target, "met": bool(ok)})
+
+    gpu = res.get("device") == "gpu"
+    for row in res.get("backward", []):
+        tag = f"{row['grid'][0]}x{row['grid'][1]} {row['c_in']}->{row['c_out']}"
+        if not gpu:
+            add(f"dense/plain {tag}", row["dense_over_plain"], f"<= {TARGETS['dense_over_plain_max']}",
+                row["dense_over_plain"] <= TARGETS["dense_over_plain_max"])
+        for spec, d in row["specs"].items():
+            goal = TARGETS["gpu_lbp_of_ideal"] if gpu else TARGETS.get(f"lbp_of_ideal_{spec}", 0.5)
+            add(f"lbp {spec} of ideal {tag}", d["lbp_of_ideal"], f">= {goal}", d["lbp_of_ideal"] >= goal)
+    for row in res.get("wht", []):
+        if gpu:
+            g = TARGETS["gpu_fwht_of_copy_bandwidth"]
+            add("gpu fwht of copy bandwidth", row["fwht_of_copy_bandwidth"], f">= {g}",
+                row["fwht_of_copy_bandwidth"] >= g)
+            continue
+        tag = "x".join(str(s) for s in row["shape"])
+        if "fwht_over_ffht" in row:
+            single = len(row["shape"]) == 1
+            g = TARGETS["fwht_over_ffht_single_max" if single else "fwht_over_ffht_batched_max"]
+            add(f"fwht/ffht {tag}", row["fwht_over_ffht"], f"<= {g}", row["fwht_over_ffht"] <= g)
+        if "fwht_over_dense" in row and row["n"] <= 64:
+            g = TARGETS["fwht_over_dense_max_n_le_64"]
+            add(f"fwht/dense {tag}", row["fwht_over_dense"], f"<= {g}", row["fwht_over_dense"] <= g)
+        g = TARGETS["radix2_over_fwht_min"]
+        add(f"radix2/fwht {tag}", row["radix2_over_fwht"], f">= {g}", row["radix2_over_fwht"] >= g)
+    for row in res.get("overhead", []):
+        if row["n"] <= 1024:
+            v = row["us_per_call"]["fwht"]
+            add(f"overhead n={row['n']} (us)", v, f"< {TARGETS['overhead_us_max']}", v < TARGETS["overhead_us_max"])
+    mem = res.get("memory")
+    if mem:
+        add("layer saved / activation", mem["layer_saved_ratio"], "= (P r + e) / L",
+            mem["layer_saved_bytes"] == mem["layer_saved_expected_bytes"])
+        add("lbp peak - dense peak (bytes)", mem["lbp_excess_bytes"], f"<= {mem['coefficient_bytes']}",
+            mem["lbp_excess_within_coefficients"])
+    return out
+
+
+def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny: bool = False,
+              stream=None) -> dict:
+    """Run the benchmark matrix, print the table and optionally write JSON.
+
+    Parameters
+    ----------
+    quick : bool
+        Smaller batches and fewer rounds (under a minute on two cores).
+    device : {"cpu", "gpu"}
+        NumPy on the CPU, or CuPy (imported only here) on the current GPU.
+    json_path : str or path, optional
+        Where to write the results as JSON.
+    tiny : bool
+        Internal: minimal sizes for the test suite (seconds; numbers meaningless).
+    stream : file, optional
+        Where to print the table (default ``sys.stdout``).
+
+    Returns
+    -------
+    dict
+        ``machine``, ``settings``, ``backward``, ``memory``, ``wht``, ``overhead``
+        (CPU) or ``gpu``, ``backward``, ``wht`` (GPU), and ``targets`` (each with
+        value, target and whether it was met).
+
+    Examples
+    --------
+    >>> import io
+    >>> from analysis.bench import run_bench
+    >>> res = run_bench(tiny=True, stream=io.StringIO())  # seconds; the numbers mean nothing
+    >>> res["device"], res["backward"][0]["specs"]["lp_l1:6"]["ideal_speedup"] == 64 / 21
+    ('cpu', True)
+    """
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    stream = sys.stdout if stream is None else stream
+    t0 = time.perf_counter()
+    if tiny:
+        batch, rounds, gbatch = 2, 1, 4
+        batched, singles, over_calls = [(64, 16), (64, 256)], [1 << 12], 50
+        layers = (((16, 16), 32, 64), ((14, 14), 64, 32))
+    elif quick:
+        batch, rounds, gbatch = 16, 3, 64
+        batched, singles, over_calls = [(1024, 16), (1024, 64), (1024, 1024), (1024, 4096)], [1 << 16, 1 << 20], 1000
+        layers = LAYERS
+    else:
+        batch, rounds, gbatch = 64, 7, 256
+        batched = [(4096, n) for n in (16, 32, 64, 256, 1024, 4096)]
+        singles, over_calls = [1 << 16, 1 << 20, 1 << 22], 4000
+        layers = LAYERS
+    res = {"device": device, "machine": machine_info(device),
+           "settings": {"quick": bool(quick), "tiny": bool(tiny), "batch": batch if device == "cpu" else gbatch,
+                        "rounds": rounds, "dtype": "float32"}}
+    if device == "gpu":
+        res.update(bench_gpu(gbatch, rounds) if not tiny else bench_gpu(gbatch, rounds))
+    else:
+        res["backward"] = bench_backward(batch, rounds, layers=layers)
+        res["memory"] = bench_memory(batch if not tiny else 2, c_in=layers[0][1], c_out=layers[0][2],
+                                     grid=layers[0][0])
+        res["wht"] = bench_wht(batched, singles, rounds if not quick else 3)
+        res["overhead"] = bench_overhead(calls=over_calls)
+    res["targets"] = _targets(res)
+    res["elapsed_s"] = time.perf_counter() - t0
+    print(format_table(res), file=stream)
+    if json_path is not None:
+        from pathlib import Path  # noqa: PLC0415
+
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(res, indent=2, default=_json_default))
+        os.replace(tmp, path)
+    return res
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return str(o)
+
+
+def _fmt_t(s):
+    return f"{s * 1e3:8.1f}"
+
+
+def format_table(res: dict) -> str:
+    """Plain-text tables of a :func:`run_bench` result.
+
+    Parameters
+    ----------
+    res : dict
+        The result of :func:`run_bench`.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> import io
+    >>> from analysis.bench import format_table, run_bench
+    >>> res = run_bench(tiny=True, stream=io.StringIO())
+    >>> format_table(res).splitlines()[0].startswith("machine:")
+    True
+    """
+    m = res["machine"]
+    lines = []
+    blas = m.get("blas")
+    if isinstance(blas, list):
+        blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads, "
+                         f"{b.get('architecture')})" for b in blas) or "none found"
+    lines.append(f"machine: {m['platform']} | {m['processor']} | {m['cpu_count']} CPUs | numpy {m['numpy']}")
+    lines.append(f"BLAS: {blas} | FFHT: {'yes' if m.get('ffht') else 'not installed'}")
+    if res.get("gpu"):
+        g = res["gpu"]
+        lines.append(f"GPU: {g['name']} | cupy {g['cupy']}")
+    s = res["settings"]
+    lines.append(f"settings: batch {s['batch']}, {s['rounds']} rounds (median), float32")
+    lines.append("")
+    lines.append("backward (ms; speed-up = plain / time; 'of ideal' = speed-up / cost-model ideal)")
+    hdr = f"{'layer':<22}{'plain':>9}{'dense':>9}{'d/p':>6} | {'spec':<8}{'lbp':>8}{'layer':>8}" \
+          f"{'ideal':>7}{'lbp x':>7}{'of id.':>7}{'layer x':>8}{'of id.':>7}"
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for row in res.get("backward", []):
+        t = row["times_s"]
+        tag = f"{row['grid'][0]}x{row['grid'][1]} {row['c_in']}->{row['c_out']}"
+        first = True
+        for spec, d in row["specs"].items():
+            left = (f"{tag:<22}{_fmt_t(t['plain'])}{_fmt_t(t['dense'])}{row['dense_over_plain']:6.2f}" if first
+                    else " " * 46)
+            lines.append(f"{left} | {spec:<8}{_fmt_t(t['lbp ' + spec])}{_fmt_t(t['layer ' + spec])}"
+                         f"{d['ideal_speedup']:7.2f}{d['lbp_speedup']:7.2f}{d['lbp_of_ideal']:7.2f}"
+                         f"{d['layer_speedup']:8.2f}{d['layer_of_ideal']:7.2f}")
+            first = False
+    mem = res.get("memory")
+    if mem:
+        lines.append("")
+        lines.append(f"memory ({mem['spec']}, batch {mem['batch']}, {mem['extra_tokens']} extra token): "
+                     f"layer saves {mem['layer_saved_bytes'] / 2**20:.1f} MiB = {mem['layer_saved_ratio']:.4f} of "
+                     f"the activation (r/n^2 = {mem['r_over_n2']:.4f}); peak temporary: dense "
+                     f"{mem['peak_dense_bytes'] / 2**20:.1f} MiB, lbp {mem['peak_lbp_bytes'] / 2**20:.1f} MiB "
+                     f"(excess {mem['lbp_excess_bytes'] / 2**20:.1f} MiB vs coefficients "
+                     f"{mem['coefficient_bytes'] / 2**20:.1f} MiB), layer backward "
+                     f"{mem['peak_layer_backward_bytes'] / 2**20:.1f} MiB")
+    if res.get("wht"):
+        lines.append("")
+        if res.get("device") == "gpu":
+            for row in res["wht"]:
+                lines.append(f"fwht {row['shape']}: copy {row['copy_gb_s']:.0f} GB/s (read+write), fwht natural "
+                             f"{row['fwht_gb_s']['fwht natural']:.0f} GB/s = {row['fwht_of_copy_bandwidth']:.2f} of "
+                             f"copy, sequency {row['fwht_gb_s']['fwht sequency']:.0f} GB/s")
+        else:
+            lines.append("fwht float32 (GB/s = nbytes / time; ratios are time ratios)")
+            hdr = f"{'shape':<14}{'natural':>9}{'sequency':>9}{'ffht':>8}{'dense':>8}{'radix2':>8}" \
+                  f"{'nat/ffht':>9}{'seq/ffht':>9}{'nat/dense':>10}{'radix2/nat':>11}"
+            lines.append(hdr)
+            lines.append("-" * len(hdr))
+            for row in res["wht"]:
+                g = row["gb_s"]
+
+                def f(k, w=8, g=g):
+                    return f"{g[k]:{w}.2f}" if k in g else " " * (w - 1) + "-"
+
+                def r(k, w, row=row):
+                    return f"{row[k]:{w}.2f}" if k in row else " " * (w - 1) + "-"
+
+                lines.append(f"{'x'.join(map(str, row['shape'])):<14}{f('fwht natural', 9)}{f('fwht sequency', 9)}"
+                             f"{f('ffht')}{f('dense')}{f('radix2')}{r('fwht_over_ffht', 9)}"
+                             f"{r('fwht_sequency_over_ffht', 9)}{r('fwht_over_dense', 10)}{r('radix2_over_fwht', 11)}")
+    if res.get("overhead"):
+        lines.append("")
+        lines.append("overhead per call: " + ", ".join(
+            f"n={r['n']}: {r['us_per_call']['fwht']:.1f} us ({r['us_per_call']['fwht out=']:.1f} with out=)"
+            for r in res["overhead"]))
+    if res.get("targets"):
+        lines.append("")
+        lines.append("targets")
+        for t in res["targets"]:
+            v = t["value"]
+            vs = f"{v:.3g}" if isinstance(v, float) else str(v)
+            lines.append(f"  [{'met' if t['met'] else 'MISS'}] {t['name']}: {vs} ({t['target']})")
+    lines.append(f"elapsed {res.get('elapsed_s', 0):.1f} s")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--quick``, ``--json``, ``--device`` (and the hidden ``--tiny``) to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``parser``.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> from analysis.bench import add_arguments
+    >>> args = add_arguments(argparse.ArgumentParser()).parse_args(["--quick", "--json", "b.json"])
+    >>> args.quick, args.json, args.device
+    (True, 'b.json', 'cpu')
+    """
+    parser.add_argument("--quick", action="store_true", help="smaller batches, fewer rounds (under a minute)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (NumPy) or gpu (CuPy)")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    """``lbp bench [--quick] [--json FILE] [--device cpu|gpu]``; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 when ``--device gpu`` cannot import CuPy.
+
+    Examples
+    --------
+    >>> from analysis.bench import main
+    >>> main(["--quick", "--json", "bench.json"])  # doctest: +SKIP
+    0
+    """
+    parser = add_arguments(argparse.ArgumentParser(prog="lbp bench", description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    try:
+        run_bench(quick=args.quick, device=args.device, json_path=args.json, tiny=args.tiny)
+    except ImportError as exc:
+        print(f"lbp bench: {exc} (--device gpu needs CuPy and a CUDA device)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

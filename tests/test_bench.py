@@ -1,0 +1,52 @@
+"""``lbp bench`` runs and writes valid JSON (no timing assertions: CI machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analysis import bench
+
+
+def test_bench_tiny_writes_valid_json(tmp_path, capsys):
+    path = tmp_path / "sub" / "bench.json"
+    assert bench.main(["--tiny", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "backward" in out and "fwht" in out and "targets" in out
+    res = json.loads(path.read_text())
+    for key in ("device", "machine", "settings", "backward", "memory", "wht", "overhead", "targets", "elapsed_s"):
+        assert key in res, key
+    assert res["device"] == "cpu"
+    for key in ("platform", "cpu_count", "numpy", "blas", "ffht"):
+        assert key in res["machine"], key
+    row = res["backward"][0]
+    assert {"plain", "dense", "lbp lp_l1:6", "layer lp_l1:6", "lbp lp_l1:3"} <= set(row["times_s"])
+    spec = row["specs"]["lp_l1:6"]
+    assert spec["ideal_speedup"] == pytest.approx(64 / 21)
+    assert spec["lbp_of_ideal"] == pytest.approx(spec["lbp_speedup"] / spec["ideal_speedup"])
+    assert res["memory"]["layer_saved_bytes"] == res["memory"]["layer_saved_expected_bytes"]
+    w = res["wht"][0]
+    assert w["gb_s"]["fwht natural"] > 0 and "radix2" in w["gb_s"]
+    assert all({"name", "value", "target", "met"} <= set(t) for t in res["targets"])
+
+
+def test_bench_run_bench_returns_dict(capsys):
+    res = bench.run_bench(tiny=True)
+    assert isinstance(res, dict) and res["settings"]["tiny"] is True
+    assert "machine:" in capsys.readouterr().out
+
+
+def test_bench_rejects_unknown_device():
+    with pytest.raises(ValueError, match="device"):
+        bench.run_bench(device="tpu", tiny=True)
+
+
+@pytest.mark.slow
+def test_bench_quick_cli(tmp_path):
+    from analysis.cli import main
+
+    path = tmp_path / "quick.json"
+    assert main(["bench", "--quick", "--json", str(path)]) == 0
+    res = json.loads(path.read_text())
+    assert res["settings"]["quick"] is True and len(res["backward"]) == 3
