@@ -34,15 +34,15 @@ PY
 } > "$OUT/env.log" 2>&1
 
 # 1. GPU tests (pytest marker "gpu"); -p no:cacheprovider keeps the tree clean
-timeout 180 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.log" 2>&1
+timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests > "$OUT/pytest_gpu.log" 2>&1
 echo "pytest_rc=$?" > "$OUT/summary.txt"
 
 # 2. the GPU benchmark (batch 256 layers, 2**24-element fwht)
-timeout 240 "$PY" -m analysis bench --device gpu --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.log" 2>&1
+timeout 200 "$PY" -m analysis bench --device gpu --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.log" 2>&1
 echo "bench_rc=$?" >> "$OUT/summary.txt"
 
 # 3. a short profile of where the GPU LBP backward spends its time (best effort, 60 s)
-timeout 60 "$PY" - > "$OUT/profile_gpu.log" 2>&1 <<'PY'
+timeout 45 "$PY" - > "$OUT/profile_gpu.log" 2>&1 <<'PY'
 import cupy as cp, numpy as np
 from cupyx.profiler import benchmark
 import lbpcore
