@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import _cuda
 from ._backend import as_float_array, constant, device_of
 from ._validation import check_choice, check_power_of_two, normalize_axis
 
@@ -374,6 +375,9 @@ def _transform_axis(xp, x, axis: int, ordering: str, scale: float):
     if n == 1:
         y = x * xp.asarray(scale, dtype=dt, device=dev) if scale != 1.0 else xp.asarray(x, copy=True)
         return y
+    if post == 1 and _cuda.applicable(xp, x, n):
+        perm = constant(("perm", n, ordering), lambda: sequency_permutation(n, ordering), xp, xp.int64, dev)
+        return _cuda.fwht_rows(x, n, perm, scale)
     blocks = _factor(n)
     y = xp.reshape(x, (pre, n, post))
     left = 1

@@ -139,3 +139,30 @@ def test_gpu_constants_with_raw_cupy_namespace(cupy_backend):
     imgs = lbpcore.select_bases(4, "lp_l1:3").images(xp=cp)
     assert isinstance(imgs, cp.ndarray)
     np.testing.assert_array_equal(cp.asnumpy(imgs), lbpcore.select_bases(4, "lp_l1:3").images())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_fwht_kernel_against_dense_reference(cupy_backend, dtype):
+    """The shared-memory CUDA kernel (last axis, n <= 4096) against the dense definition."""
+    cp = cupy_backend.xp
+    from lbpcore import _cuda
+
+    for n in [2 ** k for k in range(1, 13)]:
+        x = np.random.default_rng(n).standard_normal((5, n)).astype(dtype)
+        xd = cp.asarray(x)
+        assert _cuda.applicable(cupy_backend.xp, xd, n)
+        for ordering in ("natural", "sequency", "dyadic"):
+            want = lt.fwht_reference(x, ordering=ordering, norm="ortho") if n <= 1024 else \
+                lbpcore.fwht(x, ordering=ordering, norm="ortho")
+            _check(cupy_backend, lbpcore.fwht(xd, ordering=ordering, norm="ortho"), want, xd, dtype)
+
+
+def test_gpu_fwht_kernel_noncontiguous_and_batched(cupy_backend):
+    cp = cupy_backend.xp
+    x = np.random.default_rng(7).standard_normal((4, 3, 64, 2)).astype(np.float32)
+    xd = cp.asarray(x)
+    view = xd[:, :, :, 0]  # strided: the kernel path must copy to contiguous first
+    _check(cupy_backend, lbpcore.fwht(view), lbpcore.fwht(x[:, :, :, 0]), xd, np.float32)
+    _check(cupy_backend, lbpcore.fwht(xd, axis=2), lbpcore.fwht(x, axis=2), xd, np.float32)
+    empty = cp.zeros((0, 16), dtype=cp.float32)
+    assert lbpcore.fwht(empty).shape == (0, 16)
