@@ -1,11 +1,15 @@
 """CuPy kernel for the Walsh–Hadamard transform along a contiguous last axis.
 
 One CUDA block transforms one row of length ``n <= 4096`` in shared memory with
-radix-2 butterflies: each element is read from and written to global memory
-once, so the transform runs near the device's copy bandwidth, where the generic
-array-API path (dense Hadamard blocks by matrix products plus a gather for the
-ordering) makes several passes.  The scale and the ordering permutation are
-applied when the row is written back.
+radix-8 rounds of butterflies held in registers (three radix-2 stages
+between shared-memory exchanges): each element is read from and written to
+global memory once, where the generic array-API path (dense Hadamard blocks by
+matrix products plus a gather for the ordering) makes several passes.  The
+scale and the ordering permutation are applied when the row is written back.
+Measured on an H200 (CuPy 14.2, float32, 4096 x 4096): 860-880 GB/s in natural
+order, 0.28 of the device's copy bandwidth, against 540 GB/s for the generic
+path; the kernel is bound by its shared-memory exchanges and synchronizations,
+not by global memory.
 
 Only used for CuPy arrays of float32/float64; everything else takes the generic
 path, which remains the reference this kernel is tested against (``gpu`` tests).
@@ -23,20 +27,39 @@ MAX_N = 4096
 _SOURCE = r"""
 extern "C" __global__ void fwht_rows_{name}(const {T}* __restrict__ x, {T}* __restrict__ y,
                                          const long long* __restrict__ perm,
-                                         const int n, const {T} scale) {{
+                                         const int n, const int logn, const {T} scale) {{
     extern __shared__ unsigned char smem_raw[];
     {T}* s = reinterpret_cast<{T}*>(smem_raw);
     const size_t row = (size_t)blockIdx.x * (size_t)n;
     for (int i = threadIdx.x; i < n; i += blockDim.x) s[i] = x[row + i];
     __syncthreads();
-    const int half = n >> 1;
-    for (int h = 1; h < n; h <<= 1) {{
-        for (int t = threadIdx.x; t < half; t += blockDim.x) {{
-            const int i = ((t / h) * 2) * h + (t % h);
-            const {T} a = s[i];
-            const {T} b = s[i + h];
-            s[i] = a + b;
-            s[i + h] = a - b;
+    /* rounds of up to three radix-2 stages (strides h, 2h, 4h) done in registers */
+    for (int logh = 0; logh < logn; logh += 3) {{
+        const int stages = min(3, logn - logh);
+        const int r = 1 << stages;
+        const int h = 1 << logh;
+        const int groups = n >> stages;
+        for (int t = threadIdx.x; t < groups; t += blockDim.x) {{
+            const int base = ((t >> logh) << (logh + stages)) + (t & (h - 1));
+            {T} v[8];
+            #pragma unroll
+            for (int k = 0; k < 8; ++k) if (k < r) v[k] = s[base + k * h];
+            #pragma unroll
+            for (int st = 1; st < 8; st <<= 1) {{
+                if (st < r) {{
+                    #pragma unroll
+                    for (int k = 0; k < 8; ++k) {{
+                        if (k < r && (k & st) == 0) {{
+                            const {T} a = v[k];
+                            const {T} b = v[k + st];
+                            v[k] = a + b;
+                            v[k + st] = a - b;
+                        }}
+                    }}
+                }}
+            }}
+            #pragma unroll
+            for (int k = 0; k < 8; ++k) if (k < r) s[base + k * h] = v[k];
         }}
         __syncthreads();
     }}
@@ -95,6 +118,6 @@ def fwht_rows(x, n: int, perm, scale: float):
     threads = min(512, max(32, n // 2))
     dt = np.dtype(x.dtype)
     kernel = _kernel(cp, dt)
-    kernel((rows,), (threads,), (src, out, perm, np.int32(n), dt.type(scale)),
+    kernel((rows,), (threads,), (src, out, perm, np.int32(n), np.int32(n.bit_length() - 1), dt.type(scale)),
            shared_mem=n * dt.itemsize)
     return out.reshape(shape)
