@@ -152,6 +152,23 @@ def reflect_ok(grid, n) -> bool:
     return all(max(pad_widths(s, n)) <= s - 1 for s in grid)
 
 
+def draw_grid_and_pad(draw, st, n, divisible, max_side):
+    """Draw ``(h, w, pad)`` for patch ``n``: a divisible or arbitrary grid and a padding it allows."""
+    if divisible is None:
+        divisible = draw(st.booleans())
+    if divisible:
+        h = n * draw(st.integers(1, max(1, max_side // n)))
+        w = n * draw(st.integers(1, max(1, max_side // n)))
+    else:
+        h = draw(st.integers(1, max_side))
+        w = draw(st.integers(1, max_side))
+    pads = ["reflect", "zero"] + (["none"] if h % n == 0 and w % n == 0 else [])
+    pad = draw(st.sampled_from(pads))
+    if pad == "reflect" and not reflect_ok((h, w), n):
+        pad = "zero"
+    return h, w, pad
+
+
 def pad_oracle(a, grid_axes, n, pad):
     """Pad the two ``grid_axes`` of ``a`` to multiples of ``n`` per SPEC 4."""
     widths = [(0, 0)] * a.ndim

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import lbpcore
 import lbpcore.testing as lt
 from conftest import (
+    draw_grid_and_pad,
     PATCHES,
     assert_allclose_dtype,
     dense_backward_oracle,
@@ -34,18 +35,7 @@ def layer_configs(draw, dtypes=(np.float64,), divisible=None, layouts=("tokens",
     indices, pad, e, layout.
     """
     n = draw(st.sampled_from(PATCHES))
-    if divisible is None:
-        divisible = draw(st.booleans())
-    if divisible:
-        h = n * draw(st.integers(1, max(1, max_side // n)))
-        w = n * draw(st.integers(1, max(1, max_side // n)))
-    else:
-        h = draw(st.integers(1, max_side))
-        w = draw(st.integers(1, max_side))
-    pads = ["reflect", "zero"] + (["none"] if h % n == 0 and w % n == 0 else [])
-    pad = draw(st.sampled_from(pads))
-    if pad == "reflect" and not reflect_ok((h, w), n):
-        pad = "zero"
+    h, w, pad = draw_grid_and_pad(draw, st, n, divisible, max_side)
     k = draw(st.integers(1, 2 * n))
     if draw(st.booleans()):
         spec, indices = f"lp_l1:{k}", lp_l1_oracle(n, k)

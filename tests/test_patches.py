@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import lbpcore
 import lbpcore.testing as lt
 from conftest import (
+    draw_grid_and_pad,
     PATCHES,
     assert_allclose_dtype,
     coefficients_oracle,
@@ -54,18 +55,7 @@ def bases_for(draw, n):
 def grid_configs(draw, divisible=None, max_side=20, patches=PATCHES, dtypes=(np.float32, np.float64)):
     """(x tokens, grid, n, spec, indices, pad, e, dtype)."""
     n = draw(st.sampled_from(patches))
-    if divisible is None:
-        divisible = draw(st.booleans())
-    if divisible:
-        h = n * draw(st.integers(1, max(1, max_side // n)))
-        w = n * draw(st.integers(1, max(1, max_side // n)))
-    else:
-        h = draw(st.integers(1, max_side))
-        w = draw(st.integers(1, max_side))
-    pads = ["reflect", "zero"] + (["none"] if h % n == 0 and w % n == 0 else [])
-    pad = draw(st.sampled_from(pads))
-    if pad == "reflect" and not reflect_ok((h, w), n):
-        pad = "zero"
+    h, w, pad = draw_grid_and_pad(draw, st, n, divisible, max_side)
     spec, indices = draw(bases_for(n))
     e = draw(st.integers(0, 2))
     b = draw(st.integers(1, 2))
