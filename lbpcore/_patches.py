@@ -585,33 +585,9 @@ def _project_direct(xp, x, plan, layout, e, scale, out):
     return xp.concat(pieces, axis=1)
 
 
-@lru_cache(maxsize=128)
-def _internal_columns(key: tuple) -> np.ndarray:
-    """For each internal position ``(i, q, j)`` of a patch-row block, its canonical ``(q, k)`` column."""
-    (h, w), n, pad, raw = key
-    idx = np.frombuffer(raw, dtype=np.int64).reshape(-1, 2)
-    r = len(idx)
-    k_of = {(int(i), int(j)): k for k, (i, j) in enumerate(idx)}
-    ops = _sep_ops(key, 1.0)
-    pw = padding(w, n)[0]
-    cols = [q * r + k_of[(i, j)] for i, js in zip(ops.rows, ops.cols) for q in range(pw) for j in js]
-    return np.asarray(cols, dtype=np.int64)
-
-
-@lru_cache(maxsize=128)
-def _strip_ops_internal(key: tuple) -> _StripOps:
-    ops = _strip_ops(key, 1.0)
-    perm = _internal_columns(key)
-    return _StripOps(ops.uniform, ops.win, ops.proj, ops.out_rows, tuple(np.ascontiguousarray(m[:, perm]) for m in ops.rec))
-
-
-def _reconstruct_direct(xp, coef, plan, layout, out, internal=False):
-    """Grid ``(B, h*w, C)`` (tokens) or ``(B, C, h, w)`` from ``(B, M, C)`` coefficients.
-
-    ``internal``: NumPy tokens only, the coefficients are in the internal order of
-    the cache-blocked projection (the columns of the operators are permuted).
-    """
-    ops = _strip_ops_internal(_plan_key(plan)) if internal else _strip_ops(_plan_key(plan), 1.0)
+def _reconstruct_direct(xp, coef, plan, layout, out):
+    """Grid ``(B, h*w, C)`` (tokens) or ``(B, C, h, w)`` from ``(B, M, C)`` coefficients in canonical order."""
+    ops = _strip_ops(_plan_key(plan), 1.0)
     h, w = plan.grid
     ph, pw = plan.patches
     r = plan.rank
@@ -619,7 +595,7 @@ def _reconstruct_direct(xp, coef, plan, layout, out, internal=False):
     b, _, c = coef.shape
     dt = coef.dtype
     dev = device_of(coef)
-    key = ("strip", _plan_key(plan), 1.0, internal)
+    key = ("strip", _plan_key(plan), 1.0)
     c4 = xp.reshape(coef, (b, ph, pw * r, c))
     if isinstance(coef, np.ndarray):
         if out is None:
@@ -920,11 +896,6 @@ def _parallel(work, b, nbytes):
     _wht_parallel(work, b, nbytes)
 
 
-#: Reconstruct internal-order coefficients with the direct strip operators
-#: (multithreaded BLAS) when they apply, instead of the cache-blocked kernels.
-_RECON_DIRECT = False
-
-
 def _internal_order(xp, x, layout) -> bool:
     """Whether ``order="internal"`` means the cache-blocked ``(p, i, q, j)`` order here."""
     return layout == "tokens" and isinstance(x, np.ndarray)
@@ -1000,10 +971,6 @@ def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, order: str
     if order == "internal" and _internal_order(xp, coef, layout):
         if out is None:
             out = np.empty((coef.shape[0], plan.grid[0] * plan.grid[1], coef.shape[2]), dtype=coef.dtype)
-        if _RECON_DIRECT and _use_direct(plan) and _all_finite(xp, coef):
-            # right after the GEMMs: multithreaded BLAS products do not fight
-            # the BLAS worker threads that are still spinning
-            return _reconstruct_direct(xp, coef, plan, layout, out, internal=True)
         return _reconstruct_sep_np(coef, plan, out)
     if _use_direct(plan) and _all_finite(xp, coef):
         return _reconstruct_direct(xp, coef, plan, layout, out)
