@@ -787,6 +787,32 @@ def _mm_left(a, b, out):
     _mm(a, b, out, b.shape[-1], a.shape[-1])
 
 
+def _sep_mats(plan, ops, scale, dt, row_ops, col_ops, rtag, ctag):
+    """NumPy constants of one direction of the cache-blocked kernels: per-patch-row
+    matrices and, per selected vertical sequency, per-patch-column matrices."""
+    key = ("sep", _plan_key(plan), scale)
+    rmats = [_np_const(key + (rtag, p), m, dt) for p, (_, _, m) in enumerate(row_ops)]
+    cmats = [[_np_const(key + (ctag, t, q), m, dt) for q, (_, _, m) in enumerate(cq)]
+             for t, cq in enumerate(col_ops)]
+    return rmats, cmats
+
+
+def _sep_tiles(ops, plan, bs, be, b, inner, dt):
+    """Tiles ``(b0, b1, p0, p1, scratch)`` of batch items ``[bs, be)`` and patch rows for
+    the cache-blocked kernels, with an L2-sized scratch ``(b1-b0, p1-p0) + inner``
+    (``inner = (k_i, w*C)``) reused across tiles (one per worker)."""
+    ph = plan.patches[0]
+    nb, npp = _chunks(b, ph, inner[0] * inner[1] * np.dtype(dt).itemsize)
+    if not ops.row_uniform:
+        npp = 1
+    scratch = np.empty((min(nb, be - bs), npp) + tuple(inner), dtype=dt)
+    for b0 in range(bs, be, nb):
+        b1 = min(be, b0 + nb)
+        for p0 in range(0, ph, npp):
+            p1 = min(ph, p0 + npp)
+            yield b0, b1, p0, p1, scratch[: b1 - b0, : p1 - p0]
+
+
 def _project_sep_np(x, plan, e, scale, out):
     """Cache-blocked separable projection of tokens into ``out`` ``(B, M, C)``, internal order."""
     ops = _sep_ops(_plan_key(plan), float(scale))
@@ -799,37 +825,27 @@ def _project_sep_np(x, plan, e, scale, out):
     wc = w * c
     xv = (x if e == 0 else x[:, e:, :]).reshape(b, h, wc)
     o4 = out.reshape(b, ph, ops.block, c)
-    nb, npp = _chunks(b, ph, ki * wc * dt.itemsize)
-    if not ops.row_uniform:
-        npp = 1
-    key = ("sep", _plan_key(plan), float(scale))
-    pmats = [_np_const(key + ("r", p), m, dt) for p, (_, _, m) in enumerate(ops.prow)]
-    cmats = [[_np_const(key + ("c", t, q), m, dt) for q, (_, _, m) in enumerate(pc)] for t, pc in enumerate(ops.pcol)]
+    pmats, cmats = _sep_mats(plan, ops, float(scale), dt, ops.prow, ops.pcol, "r", "c")
     x4 = xv.reshape(b, ph, n, wc) if ops.row_uniform else None
 
     def work(bs, be):
-        scratch = np.empty((min(nb, be - bs), npp, ki, wc), dtype=dt)
-        for b0 in range(bs, be, nb):
-            b1 = min(be, b0 + nb)
-            for p0 in range(0, ph, npp):
-                p1 = min(ph, p0 + npp)
-                t4 = scratch[: b1 - b0, : p1 - p0]
-                if ops.row_uniform:
-                    _mm_left(pmats[0], x4[b0:b1, p0:p1], t4)
+        for b0, b1, p0, p1, t4 in _sep_tiles(ops, plan, bs, be, b, (ki, wc), dt):
+            if ops.row_uniform:
+                _mm_left(pmats[0], x4[b0:b1, p0:p1], t4)
+            else:
+                lo, hi, _ = ops.prow[p0]
+                _mm_left(pmats[p0], xv[b0:b1, lo:hi][:, None], t4)
+            t5 = t4.reshape(b1 - b0, p1 - p0, ki, w, c)
+            for t, js in enumerate(ops.cols):
+                kj = len(js)
+                off = ops.offsets[t]
+                dst = o4[b0:b1, p0:p1, off : off + pw * kj].reshape(b1 - b0, p1 - p0, pw, kj, c)
+                src = t5[:, :, t]
+                if ops.col_uniform:
+                    _mm_left(cmats[t][0], src.reshape(b1 - b0, p1 - p0, pw, n, c), dst)
                 else:
-                    lo, hi, _ = ops.prow[p0]
-                    _mm_left(pmats[p0], xv[b0:b1, lo:hi][:, None], t4)
-                t5 = t4.reshape(b1 - b0, p1 - p0, ki, w, c)
-                for t, js in enumerate(ops.cols):
-                    kj = len(js)
-                    off = ops.offsets[t]
-                    dst = o4[b0:b1, p0:p1, off : off + pw * kj].reshape(b1 - b0, p1 - p0, pw, kj, c)
-                    src = t5[:, :, t]
-                    if ops.col_uniform:
-                        _mm_left(cmats[t][0], src.reshape(b1 - b0, p1 - p0, pw, n, c), dst)
-                    else:
-                        for q, (lo, hi, _) in enumerate(ops.pcol[t]):
-                            _mm_left(cmats[t][q], src[:, :, lo:hi], dst[:, :, q])
+                    for q, (lo, hi, _) in enumerate(ops.pcol[t]):
+                        _mm_left(cmats[t][q], src[:, :, lo:hi], dst[:, :, q])
 
     _parallel(work, b, x.nbytes)
     return out
@@ -847,37 +863,27 @@ def _reconstruct_sep_np(coef, plan, out):
     wc = w * c
     ov = out.reshape(b, h, wc)
     c4 = coef.reshape(b, ph, ops.block, c)
-    nb, npp = _chunks(b, ph, ki * wc * dt.itemsize)
-    if not ops.row_uniform:
-        npp = 1
-    key = ("sep", _plan_key(plan), 1.0)
-    rmats = [_np_const(key + ("R", p), m, dt) for p, (_, _, m) in enumerate(ops.rrow)]
-    cmats = [[_np_const(key + ("C", t, q), m, dt) for q, (_, _, m) in enumerate(rc)] for t, rc in enumerate(ops.rcol)]
+    rmats, cmats = _sep_mats(plan, ops, 1.0, dt, ops.rrow, ops.rcol, "R", "C")
     o4 = ov.reshape(b, ph, n, wc) if ops.row_uniform else None
 
     def work(bs, be):
-        scratch = np.empty((min(nb, be - bs), npp, ki, wc), dtype=dt)
-        for b0 in range(bs, be, nb):
-            b1 = min(be, b0 + nb)
-            for p0 in range(0, ph, npp):
-                p1 = min(ph, p0 + npp)
-                t4 = scratch[: b1 - b0, : p1 - p0]
-                t5 = t4.reshape(b1 - b0, p1 - p0, ki, w, c)
-                for t, js in enumerate(ops.cols):
-                    kj = len(js)
-                    off = ops.offsets[t]
-                    src = c4[b0:b1, p0:p1, off : off + pw * kj].reshape(b1 - b0, p1 - p0, pw, kj, c)
-                    dst = t5[:, :, t]
-                    if ops.col_uniform:
-                        _mm_left(cmats[t][0], src, dst.reshape(b1 - b0, p1 - p0, pw, n, c))
-                    else:
-                        for q, (lo, hi, _) in enumerate(ops.rcol[t]):
-                            _mm_left(cmats[t][q], src[:, :, q], dst[:, :, lo:hi])
-                if ops.row_uniform:
-                    _mm_left(rmats[0], t4, o4[b0:b1, p0:p1])
+        for b0, b1, p0, p1, t4 in _sep_tiles(ops, plan, bs, be, b, (ki, wc), dt):
+            t5 = t4.reshape(b1 - b0, p1 - p0, ki, w, c)
+            for t, js in enumerate(ops.cols):
+                kj = len(js)
+                off = ops.offsets[t]
+                src = c4[b0:b1, p0:p1, off : off + pw * kj].reshape(b1 - b0, p1 - p0, pw, kj, c)
+                dst = t5[:, :, t]
+                if ops.col_uniform:
+                    _mm_left(cmats[t][0], src, dst.reshape(b1 - b0, p1 - p0, pw, n, c))
                 else:
-                    lo, hi, _ = ops.rrow[p0]
-                    _mm_left(rmats[p0], t4[:, 0], ov[b0:b1, lo:hi])
+                    for q, (lo, hi, _) in enumerate(ops.rcol[t]):
+                        _mm_left(cmats[t][q], src[:, :, q], dst[:, :, lo:hi])
+            if ops.row_uniform:
+                _mm_left(rmats[0], t4, o4[b0:b1, p0:p1])
+            else:
+                lo, hi, _ = ops.rrow[p0]
+                _mm_left(rmats[p0], t4[:, 0], ov[b0:b1, lo:hi])
 
     _parallel(work, b, b * h * wc * dt.itemsize)
     return out
