@@ -35,6 +35,8 @@ import numpy as np
 
 import lbpcore
 
+from ._io import to_jsonable
+
 __all__ = [
     # ops
     "linear_forward",
@@ -1509,20 +1511,6 @@ class TinyViT:
 # ============================================================================
 
 
-def _to_builtin(v):
-    if isinstance(v, dict):
-        return {str(k): _to_builtin(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_to_builtin(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 @dataclass(frozen=True)
 class ParameterError:
     """Error of one parameter gradient against the exact backward.
@@ -1564,7 +1552,7 @@ class ParameterError:
 
     def to_dict(self) -> dict:
         """JSON-ready dict (an infinite error becomes None)."""
-        return _to_builtin(asdict(self))
+        return to_jsonable(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -1641,7 +1629,7 @@ class LayerReport:
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
-        return _to_builtin(asdict(self))
+        return to_jsonable(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -1719,7 +1707,7 @@ class FidelityReport:
         d["linear_flops_saved_fraction"] = self.linear_flops_saved_fraction
         d["total_flops_saved_fraction"] = self.total_flops_saved_fraction
         d["max_rel_error"] = self.max_rel_error
-        return _to_builtin(d)
+        return to_jsonable(d)
 
     def to_json(self, **kwargs) -> str:
         """:func:`json.dumps` of :meth:`to_dict` (keyword arguments passed on)."""
