@@ -36,6 +36,7 @@ import numpy as np
 import lbpcore
 
 from ._io import to_jsonable
+from .errors import relative_error
 
 __all__ = [
     # ops
@@ -1737,9 +1738,8 @@ def _compare(a, b):
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     nb, na = float(np.linalg.norm(b)), float(np.linalg.norm(a))
-    diff = float(np.linalg.norm(a - b))
-    rel = diff / nb if nb > 0 else (0.0 if diff == 0 else math.inf)
-    cos = float(a @ b) / (na * nb) if na > 0 and nb > 0 else None
+    rel = relative_error(a, b)
+    cos = float(a @ b) / (na * nb) if na > 0 and nb > 0 else None  # None: undefined for a zero vector
     mx = float(np.max(np.abs(a - b))) if a.size else 0.0
     return rel, cos, mx, nb
 
