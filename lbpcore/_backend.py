@@ -22,6 +22,7 @@ __all__ = [
     "device_of",
     "is_numpy",
     "compat_namespace",
+    "to_numpy",
 ]
 
 _cache: dict = {}
@@ -174,3 +175,28 @@ def constant(key, builder, xp, dtype, device):
             _cache.clear()
         _cache[ck] = out
     return out
+
+
+def to_numpy(a) -> np.ndarray:
+    """Convert an array of any supported library to a NumPy array.
+
+    NumPy arrays are returned as they are; CuPy arrays are copied to the host;
+    anything else goes through :func:`numpy.asarray`, then DLPack, then DLPack
+    after a move to the namespace's CPU device (array-api-strict's other
+    devices).  The one conversion used across the library and its analysis.
+    """
+    if isinstance(a, np.ndarray):
+        return a
+    if type(a).__module__.startswith("cupy") and hasattr(a, "get"):
+        return a.get()
+    try:
+        return np.asarray(a)
+    except Exception:  # noqa: BLE001 - fall through to DLPack
+        pass
+    try:
+        return np.from_dlpack(a)
+    except Exception:
+        if not hasattr(a, "to_device"):
+            raise
+        cpu = array_namespace(a).__array_namespace_info__().devices()[0]
+        return np.from_dlpack(a.to_device(cpu))
