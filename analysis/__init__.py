@@ -31,7 +31,7 @@ from .cli import main
 from .errors import ErrorReport, GradientError, cosine, gradient_errors, rank_sweep, relative_error
 from .images import ImageBatch, image_batch, sample_images
 from .plots import plot_energy_curves, plot_error_curves, plot_layer_bars, plot_spectrum
-from .progress import Progress
+from .progress import progress_bar
 from .report import ReportConfig, ReportResult, build_report
 from .spectrum import SpectrumAccumulator, SpectrumResult, energy_curves, energy_kept, energy_maps
 from .vit import FidelityReport, TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
@@ -71,5 +71,5 @@ __all__ = [
     # input/output helpers
     "load_array",
     "DataError",
-    "Progress",
+    "progress_bar",
 ]

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import lbpcore
-from analysis.progress import Progress
+from analysis.progress import progress_bar
 from analysis.spectrum import full_basis
 
 __all__ = [
@@ -873,7 +873,7 @@ def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELI
     prob = _Problem(x, weight, grad_y, grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens, layout=layout)
     ks = list(range(1, 2 * prob.n)) if ks is None else [int(k) for k in ks]
     reports = []
-    with Progress(len(ks), "rank sweep", enabled=None if progress else False) as bar:
+    with progress_bar(len(ks), "rank sweep", enabled=None if progress else False) as bar:
         for k in ks:
             reports.append(_report(prob, lbpcore.select_bases(prob.n, f"lp_l1:{k}"), methods, seed))
             bar.update()

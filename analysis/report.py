@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import progress_bar
+
 __all__ = ["ReportConfig", "ReportResult", "build_report", "run_workload", "render_markdown", "markdown_table"]
 
 _EXACT = 1e-9  # errors below this are rounding only
@@ -281,12 +283,9 @@ class _Stages:
     """Progress on stderr with the current stage in the label."""
 
     def __init__(self, total, enabled):
-        from .progress import Progress  # noqa: PLC0415
-
-        self.bar = Progress(total, "lbp report", enabled=None if enabled else False)
+        self.bar = progress_bar(total, "lbp report", enabled=None if enabled else False)
 
     def __enter__(self):
-        self.bar.start()
         return self
 
     def __exit__(self, *exc):
@@ -294,7 +293,7 @@ class _Stages:
         return False
 
     def stage(self, text):
-        self.bar.desc = f"lbp report: {text[:32]:<32}"
+        self.bar.set_description(f"lbp report: {text[:32]:<32}", refresh=False)
 
     def done(self, n=1):
         self.bar.update(n)

@@ -44,7 +44,7 @@ from analysis.errors import (
     subspace_backward,
     walsh_basis,
 )
-from analysis.progress import Progress
+from analysis import progress
 from analysis.spectrum import energy_kept, energy_maps
 from conftest import basis_images_oracle, lp_l1_oracle, pad_oracle, pad_widths
 
@@ -436,7 +436,7 @@ def test_rank_sweep_progress_bar(rng, monkeypatch, capsys):
     x, w, gy = layer(rng, (8, 8))
     rank_sweep(x, w, gy, grid=(8, 8), patch=4, ks=[1, 2], methods=())
     assert capsys.readouterr().err == ""  # fast: silent
-    monkeypatch.setattr(errors, "Progress", functools.partial(Progress, min_seconds=0.0, interval=0.0))
+    monkeypatch.setattr(progress, "DELAY", 0.0)
     rank_sweep(x, w, gy, grid=(8, 8), patch=4, ks=[1, 2], methods=())
     err = capsys.readouterr().err
     assert "rank sweep" in err and "2/2" in err and err.endswith("\n")

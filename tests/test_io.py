@@ -23,7 +23,8 @@ from analysis._io import (
     write_csv,
     write_json,
 )
-from analysis.progress import Progress
+from analysis import progress
+from analysis.progress import progress_bar
 
 
 def listing(d):
@@ -271,64 +272,43 @@ def test_load_checks_finiteness_in_chunks(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        return self.t
-
-
 def test_progress_silent_when_fast():
-    out, clock = io.StringIO(), FakeClock()
-    with Progress(10, "work", stream=out, clock=clock) as bar:
-        for _ in range(10):
-            clock.t += 0.1  # 1 s in total < 2 s
-            bar.update()
-    assert out.getvalue() == "" and not bar.shown and bar.n == 10
-
-
-def test_progress_appears_after_min_seconds():
-    out, clock = io.StringIO(), FakeClock()
-    with Progress(4, "sweep", stream=out, clock=clock, interval=0.0, width=4) as bar:
-        clock.t += 1.0
-        bar.update()
-        assert out.getvalue() == ""
-        clock.t += 2.0
-        bar.update()
-        assert out.getvalue() == "\rsweep |##  | 2/4  50% [00:03<00:03]"
-        clock.t += 3.0
-        bar.update(2)
-    text = out.getvalue()
-    assert text.endswith("\n") and text.count("\n") == 1
-    assert text.split("\r")[-1] == "sweep |####| 4/4 100% [00:06<00:00]\n"
-
-
-def test_progress_throttles_redraws():
-    out, clock = io.StringIO(), FakeClock()
-    with Progress(100, stream=out, clock=clock, enabled=True, interval=1.0) as bar:
-        for _ in range(99):
-            clock.t += 0.01
-            bar.update()
-    # start, one redraw after 1 s, the final 100/100 on close... at most a handful, not 100
-    assert 2 <= out.getvalue().count("\r") <= 4
-
-
-def test_progress_enabled_flags_and_unknown_total():
-    out, clock = io.StringIO(), FakeClock()
-    with Progress(None, "items", stream=out, clock=clock, enabled=True) as bar:
-        bar.update(3)
-    assert "items 3 done" in out.getvalue() and out.getvalue().endswith("\n")
     out = io.StringIO()
-    with Progress(5, stream=out, clock=clock, enabled=False) as bar:
-        clock.t += 100.0
+    with progress_bar(10, "work", file=out) as bar:
+        bar.update(10)
+    assert out.getvalue() == "" and bar.n == 10
+
+
+def test_progress_enabled_draws_at_once_and_ends_with_newline():
+    out = io.StringIO()
+    with progress_bar(4, "sweep", file=out, enabled=True) as bar:
+        bar.update(2)
+        bar.refresh()  # tqdm throttles redraws to every 0.1 s
+        assert "sweep" in out.getvalue() and "2/4" in out.getvalue()
+        bar.update(2)
+    assert "4/4" in out.getvalue() and out.getvalue().endswith("\n")
+
+
+def test_progress_disabled_and_unknown_total():
+    out = io.StringIO()
+    with progress_bar(5, file=out, enabled=False) as bar:
         bar.update(5)
     assert out.getvalue() == ""
-    with pytest.raises(ValueError):
-        Progress(-1)
+    out = io.StringIO()
+    with progress_bar(None, "items", file=out, enabled=True) as bar:
+        bar.update(3)
+    assert "items" in out.getvalue() and "3" in out.getvalue()
+
+
+def test_progress_appears_after_the_delay(monkeypatch):
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    out = io.StringIO()
+    with progress_bar(2, "late", file=out) as bar:
+        bar.update(2)
+    assert "late" in out.getvalue()
 
 
 def test_progress_default_stream_is_stderr(capsys):
-    with Progress(1, "x", enabled=True) as bar:
+    with progress_bar(1, "x", enabled=True) as bar:
         bar.update()
-    assert "x |" in capsys.readouterr().err
+    assert "x" in capsys.readouterr().err
