@@ -28,7 +28,8 @@ Examples
 from . import bench
 from ._io import DataError, load_array
 from .cli import main
-from .errors import ErrorReport, GradientError, cosine, gradient_errors, rank_sweep, relative_error
+from .errors import ErrorReport, GradientError, gradient_errors, rank_sweep
+from .metrics import cosine, relative_error
 from .images import ImageBatch, image_batch, sample_images
 from .plots import plot_energy_curves, plot_error_curves, plot_layer_bars, plot_spectrum
 from .progress import progress_bar

@@ -63,13 +63,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import lbpcore
+from analysis.metrics import cosine, relative_error
 from analysis.progress import progress_bar
 from analysis.spectrum import full_basis
 
 __all__ = [
     "BASELINES",
-    "relative_error",
-    "cosine",
     "GradientError",
     "ErrorReport",
     "dct_matrix",
@@ -86,68 +85,6 @@ __all__ = [
 
 #: Names of the baselines :func:`gradient_errors` can compute, in their default order.
 BASELINES = ("dct", "klt", "svd", "random")
-
-
-# ---------------------------------------------------------------------------
-# metrics
-
-
-def relative_error(a, b) -> float:
-    """Relative Frobenius error ``||a - b||_F / ||b||_F`` (in float64).
-
-    Parameters
-    ----------
-    a, b : array_like, same shape
-        Approximation and reference.
-
-    Returns
-    -------
-    float
-        0.0 when both are zero; ``inf`` when only ``b`` is zero.
-
-    Examples
-    --------
-    >>> from analysis.errors import relative_error
-    >>> relative_error([3.0, 4.0], [3.0, 0.0])
-    1.3333333333333333
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
-    num = float(np.linalg.norm((a - b).ravel()))
-    den = float(np.linalg.norm(b.ravel()))
-    if den == 0.0:
-        return 0.0 if num == 0.0 else math.inf
-    return num / den
-
-
-def cosine(a, b) -> float:
-    """Cosine similarity ``<a, b> / (||a|| ||b||)`` of two arrays, flattened.
-
-    Parameters
-    ----------
-    a, b : array_like, same shape
-
-    Returns
-    -------
-    float
-        In ``[-1, 1]``; 1.0 when both are zero, 0.0 when exactly one is.
-
-    Examples
-    --------
-    >>> from analysis.errors import cosine
-    >>> cosine([1.0, 0.0], [1.0, 1.0])
-    0.7071067811865475
-    """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 or nb == 0.0:
-        return 1.0 if na == nb else 0.0
-    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
 
 
 def _metrics(approx, exact) -> dict:

@@ -36,7 +36,7 @@ import numpy as np
 import lbpcore
 
 from ._io import to_jsonable
-from .errors import relative_error
+from .metrics import relative_error
 
 __all__ = [
     # ops

@@ -31,7 +31,6 @@ from analysis import errors
 from analysis._io import write_csv, write_json
 from analysis.errors import (
     ErrorReport,
-    cosine,
     dct_basis,
     dct_matrix,
     gradient_errors,
@@ -39,12 +38,12 @@ from analysis.errors import (
     patch_vectors,
     random_basis,
     rank_sweep,
-    relative_error,
     report_rows,
     subspace_backward,
     walsh_basis,
 )
 from analysis import progress
+from analysis.metrics import cosine, relative_error
 from analysis.spectrum import energy_kept, energy_maps
 from conftest import basis_images_oracle, lp_l1_oracle, pad_oracle, pad_widths
 
