@@ -6,8 +6,8 @@ unnormalized coefficients on *every* 2D Walsh basis image.  The **energy map**
 sums their squares (the L2 map), the **L1 map** their absolute values, over
 batch, patches and channels (or per channel / per patch).  By Parseval the
 energy a selection keeps is the sum of the map over the selected pairs
-(:func:`energy_kept`); the identity and what it means are in the method page of
-the documentation, section "What the energy identity means".
+(:func:`energy_kept`); the identity and what it means are explained in
+:ref:`method-energy`.
 
 Everything is accumulated in float64 whatever the input dtype;
 :class:`SpectrumAccumulator` processes a dataset chunk by chunk in bounded
