@@ -1,8 +1,9 @@
 """A small vision transformer in NumPy with manual backward, for end-to-end LBP-WHT fidelity.
 
-* :mod:`analysis.vit.linear` and :mod:`analysis.vit.ops` – every operation as a
-  pair ``op_forward(...) -> (out, cache)`` and ``op_backward(grad, cache)``;
-  the linear layers backpropagate exactly or with LBP-WHT;
+* :mod:`analysis.vit.linear`, :mod:`analysis.vit.attention` and
+  :mod:`analysis.vit.ops` – every operation as a pair
+  ``op_forward(...) -> (out, cache)`` and ``op_backward(grad, cache)``; the
+  linear layers backpropagate exactly or with LBP-WHT, the others exactly;
 * :mod:`analysis.vit.config` and :mod:`analysis.vit.model` – :class:`ViTConfig`,
   :class:`LBPSetting` and the model :class:`TinyViT`;
 * :mod:`analysis.vit.fidelity` – :func:`gradient_fidelity` and
@@ -12,9 +13,13 @@ Everything here is NumPy (CPU); every public name is importable from
 :mod:`analysis.vit` itself.
 """
 
+from .attention import AttentionCache, attention_backward, attention_forward
 from .config import LBPSetting, LinearLayerInfo, ViTConfig
 from .fidelity import FidelityReport, LayerReport, ParameterError, capture_linear_io, gradient_fidelity
 from .linear import (
+    LinearCache,
+    PatchEmbedCache,
+    PatchifyCache,
     linear_backward,
     linear_forward,
     patch_embed_backward,
@@ -24,8 +29,10 @@ from .linear import (
 )
 from .model import BackwardResult, ForwardCache, LayerIO, TinyViT
 from .ops import (
-    attention_backward,
-    attention_forward,
+    CrossEntropyCache,
+    GeluCache,
+    LayerNormCache,
+    MeanPoolCache,
     cls_token_backward,
     cls_token_forward,
     gelu_backward,
@@ -66,6 +73,15 @@ __all__ = [
     "mean_pool_backward",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
+    # typed caches of the operations
+    "LinearCache",
+    "PatchifyCache",
+    "PatchEmbedCache",
+    "LayerNormCache",
+    "GeluCache",
+    "AttentionCache",
+    "MeanPoolCache",
+    "CrossEntropyCache",
     # model
     "ViTConfig",
     "LinearLayerInfo",

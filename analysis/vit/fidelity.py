@@ -17,7 +17,7 @@ import numpy as np
 import lbpcore
 
 from .._io import to_jsonable
-from ..metrics import relative_error
+from ..metrics import cosine, energy_fraction, relative_error
 
 __all__ = ["ParameterError", "LayerReport", "FidelityReport", "capture_linear_io", "gradient_fidelity"]
 
@@ -37,8 +37,9 @@ class ParameterError:
         Frobenius norm of the exact gradient.
     rel_error : float
         ``||g_lbp - g_exact||_F / ||g_exact||_F`` (0 when both vanish, inf if only the exact one does).
-    cosine : float or None
-        Cosine similarity of the flattened gradients (None if one vanishes).
+    cosine : float
+        Cosine similarity of the flattened gradients
+        (:func:`analysis.metrics.cosine`: 1.0 when both vanish, 0.0 when one does).
     max_abs_error : float
 
     Examples
@@ -58,7 +59,7 @@ class ParameterError:
     shape: tuple
     exact_norm: float
     rel_error: float
-    cosine: float | None
+    cosine: float
     max_abs_error: float
 
     def to_dict(self) -> dict:
@@ -133,7 +134,7 @@ class LayerReport:
     flops_saved: int
     ideal_speedup: float
     weight_rel_error: float
-    weight_cosine: float | None
+    weight_cosine: float
     bias_rel_error: float
     local_weight_rel_error: float | None
     grad_y_energy_kept: float | None
@@ -233,8 +234,9 @@ class FidelityReport:
             method = "" if lr is None else ("dense" if lr.method == "dense" else f"lbp {lr.bases}/{lr.patch}")
             cost = ("", "") if lr is None or not pe.name.endswith(".weight") else (
                 f"{lr.backward_flops / 1e6:.2f}", f"{lr.dense_flops / 1e6:.2f}")
-            cos = "-" if pe.cosine is None else f"{pe.cosine:.5f}"
-            lines.append(f"{pe.name:<28} {method:<14} {pe.rel_error:>9.2e} {cos:>8} {cost[0]:>10} {cost[1]:>9}")
+            lines.append(
+                f"{pe.name:<28} {method:<14} {pe.rel_error:>9.2e} {pe.cosine:>8.5f} {cost[0]:>10} {cost[1]:>9}"
+            )
         lines.append(
             f"linear backward: {self.lbp_linear_flops / 1e6:.2f} / {self.dense_linear_flops / 1e6:.2f} MFLOP "
             f"({100 * self.linear_flops_saved_fraction:.1f}% saved; attention GEMMs "
@@ -243,15 +245,13 @@ class FidelityReport:
         return "\n".join(lines)
 
 
-def _compare(a, b):
-    """(rel_error, cosine, max_abs_error, ||b||) of approximation ``a`` against exact ``b``, in float64."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    nb, na = float(np.linalg.norm(b)), float(np.linalg.norm(a))
-    rel = relative_error(a, b)
-    cos = float(a @ b) / (na * nb) if na > 0 and nb > 0 else None  # None: undefined for a zero vector
-    mx = float(np.max(np.abs(a - b))) if a.size else 0.0
-    return rel, cos, mx, nb
+def _parameter_error(name, layer, approx, exact) -> ParameterError:
+    """Error of gradient ``approx`` against ``exact`` (both converted to float64)."""
+    a = np.asarray(approx, dtype=np.float64)
+    b = np.asarray(exact, dtype=np.float64)
+    max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
+    return ParameterError(name, layer, tuple(b.shape), float(np.linalg.norm(b.ravel())), relative_error(a, b),
+                          cosine(a, b), max_abs)
 
 
 def capture_linear_io(model, images, labels):
@@ -320,81 +320,68 @@ def gradient_fidelity(model, images, labels, lbp, *, patch=8, bases="lp_l1:6", p
     loss, cache = model.forward(images, labels)
     exact = model.backward(cache, capture=True)
     approx = model.backward(cache, lbp=lbp, patch=patch, bases=bases, pad=pad)
-    settings = approx.lbp
     batch = int(cache.logits.shape[0])
     itemsize = np.dtype(model.config.dtype).itemsize
-
-    params = []
-    for name in model.params:
-        rel, cos, mx, nb = _compare(approx.grads[name], exact.grads[name])
-        params.append(ParameterError(name, model.layer_of(name), tuple(model.params[name].shape), nb, rel, cos, mx))
-    perr = {pe.name: pe for pe in params}
-
-    layers = []
-    dense_total = lbp_total = 0
-    for name, info in model.layers.items():
-        io = exact.captured[name]
-        x_shape = tuple(io.x.shape)
-        setting = settings.get(name)
-        if info.on_grid:
-            cost = lbpcore.backward_cost(
-                x_shape, info.out_features, grid=info.grid, extra_tokens=info.extra_tokens, itemsize=itemsize,
-                **({} if setting is None else {"patch": setting.patch, "bases": setting.bases, "pad": setting.pad}),
-            )
-            dense = int(cost.dense_flops)
-        else:
-            cost = None
-            dense = 4 * int(np.prod(x_shape)) * info.out_features
-        local = kept = None
-        if setting is None:
-            used, gemm, proj, speed = dense, dense, 0, 1.0
-        else:
-            used, gemm, proj = int(cost.lbp_flops), int(cost.lbp_gemm_flops), int(cost.projection_flops)
-            speed = float(cost.ideal_speedup)
-            g_local = lbpcore.lbp_backward(
-                io.x, io.weight, io.grad_y, grid=info.grid, patch=setting.patch, bases=setting.bases,
-                pad=setting.pad, extra_tokens=info.extra_tokens,
-            ).grad_weight
-            local = _compare(g_local, exact.grads[name + ".weight"])[0]
-            gy = np.asarray(io.grad_y, dtype=np.float64)
-            pg = lbpcore.apply_projector(gy, grid=info.grid, patch=setting.patch, bases=setting.bases,
-                                         pad=setting.pad, extra_tokens=info.extra_tokens)
-            e = info.extra_tokens
-            denom = float(np.sum(gy[:, e:] ** 2))
-            kept = float(np.sum(pg[:, e:] ** 2)) / denom if denom > 0 else 1.0
-        dense_total += dense
-        lbp_total += used
-        w = perr[name + ".weight"]
-        layers.append(LayerReport(
-            name=name,
-            method="dense" if setting is None else "lbp",
-            bases=None if setting is None else setting.spec,
-            patch=None if setting is None else int(setting.patch),
-            rank=None if setting is None else int(setting.basis.rank),
-            grid=info.grid,
-            extra_tokens=info.extra_tokens,
-            x_shape=x_shape,
-            out_features=info.out_features,
-            dense_flops=dense,
-            backward_flops=used,
-            gemm_flops=gemm,
-            projection_flops=proj,
-            flops_saved=dense - used,
-            ideal_speedup=speed,
-            weight_rel_error=w.rel_error,
-            weight_cosine=w.cosine,
-            bias_rel_error=perr[name + ".bias"].rel_error,
-            local_weight_rel_error=local,
-            grad_y_energy_kept=kept,
-        ))
+    params = [_parameter_error(name, model.layer_of(name), approx.grads[name], exact.grads[name])
+              for name in model.params]
+    errors = {pe.name: pe for pe in params}
+    layers = [
+        _layer_report(info, exact, approx.lbp.get(name), errors, itemsize) for name, info in model.layers.items()
+    ]
     return FidelityReport(
         config=model.config.to_dict(),
         batch=batch,
         loss=float(loss),
-        lbp={n: s.to_dict() for n, s in settings.items()},
+        lbp={n: s.to_dict() for n, s in approx.lbp.items()},
         parameters=params,
         layers=layers,
-        dense_linear_flops=dense_total,
-        lbp_linear_flops=lbp_total,
+        dense_linear_flops=sum(lr.dense_flops for lr in layers),
+        lbp_linear_flops=sum(lr.backward_flops for lr in layers),
         attention_flops=model.config.depth * model.attention_backward_flops(batch),
+    )
+
+
+def _layer_report(info, exact, setting, errors, itemsize) -> LayerReport:
+    """Cost and errors of one linear layer (``setting`` None: exact backward).
+
+    ``exact`` is the exact :class:`~analysis.vit.BackwardResult` (with what
+    each layer saw), ``errors`` the :class:`ParameterError` of every parameter.
+    """
+    name = info.name
+    io = exact.captured[name]
+    x_shape = tuple(io.x.shape)
+    selection = {} if setting is None else {"patch": setting.patch, "bases": setting.bases, "pad": setting.pad}
+    if info.on_grid:  # LBP-WHT settings exist only for these
+        cost = lbpcore.backward_cost(x_shape, info.out_features, grid=info.grid, extra_tokens=info.extra_tokens,
+                                     itemsize=itemsize, **selection)
+        dense = int(cost.dense_flops)
+    else:
+        dense = 4 * int(np.prod(x_shape)) * info.out_features
+    weight, bias = errors[name + ".weight"], errors[name + ".bias"]
+    common = dict(name=name, grid=info.grid, extra_tokens=info.extra_tokens, x_shape=x_shape,
+                  out_features=info.out_features, dense_flops=dense, weight_rel_error=weight.rel_error,
+                  weight_cosine=weight.cosine, bias_rel_error=bias.rel_error)
+    if setting is None:
+        return LayerReport(method="dense", bases=None, patch=None, rank=None, backward_flops=dense, gemm_flops=dense,
+                           projection_flops=0, flops_saved=0, ideal_speedup=1.0, local_weight_rel_error=None,
+                           grad_y_energy_kept=None, **common)
+    on_grid = dict(grid=info.grid, extra_tokens=info.extra_tokens, **selection)
+    local = lbpcore.lbp_backward(io.x, io.weight, io.grad_y, **on_grid).grad_weight
+    grad_y = np.asarray(io.grad_y, dtype=np.float64)
+    kept = lbpcore.apply_projector(grad_y, **on_grid)
+    e = info.extra_tokens
+    used = int(cost.lbp_flops)
+    return LayerReport(
+        method="lbp",
+        bases=setting.spec,
+        patch=int(setting.patch),
+        rank=int(setting.basis.rank),
+        backward_flops=used,
+        gemm_flops=int(cost.lbp_gemm_flops),
+        projection_flops=int(cost.projection_flops),
+        flops_saved=dense - used,
+        ideal_speedup=float(cost.ideal_speedup),
+        local_weight_rel_error=relative_error(local, exact.grads[name + ".weight"]),
+        grad_y_energy_kept=energy_fraction(np.sum(kept[:, e:] ** 2), np.sum(grad_y[:, e:] ** 2)),
+        **common,
     )

@@ -3,23 +3,52 @@
 ``linear`` runs through :func:`lbpcore.linear` and back through
 :func:`lbpcore.dense_backward` or, with an :class:`~analysis.vit.LBPSetting`,
 :func:`lbpcore.lbp_backward` on the token grid; ``patch_embed`` is ``patchify``
-followed by ``linear``.
+followed by ``linear``.  Each forward returns ``(out, cache)`` with a typed
+cache that its backward takes.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 import lbpcore
 
 __all__ = [
+    "LinearCache",
     "linear_forward",
     "linear_backward",
+    "PatchifyCache",
     "patchify_forward",
     "patchify_backward",
+    "PatchEmbedCache",
     "patch_embed_forward",
     "patch_embed_backward",
 ]
+
+
+class LinearCache(NamedTuple):
+    """What :func:`linear_forward` keeps for :func:`linear_backward`.
+
+    Attributes
+    ----------
+    x : ndarray, shape (..., C_in)
+        Layer input.
+    weight : ndarray, shape (C_out, C_in)
+    bias : ndarray of shape (C_out,), or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.vit import linear_forward
+    >>> linear_forward(np.ones((2, 3)), np.ones((4, 3)))[1].weight.shape
+    (4, 3)
+    """
+
+    x: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray | None
 
 
 def linear_forward(x, weight, bias=None):
@@ -34,19 +63,18 @@ def linear_forward(x, weight, bias=None):
     Returns
     -------
     y : ndarray, shape (..., C_out)
-    cache : dict
-        ``x``, ``weight`` and ``bias``.
+    cache : LinearCache
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import linear_forward, linear_backward
+    >>> from analysis.vit import linear_forward
     >>> y, cache = linear_forward(np.ones((2, 5, 3)), np.ones((4, 3)), np.zeros(4))
-    >>> y.shape
-    (2, 5, 4)
+    >>> y.shape, float(y[0, 0, 0])
+    ((2, 5, 4), 3.0)
     """
     y = lbpcore.linear(x, weight, bias)
-    return y, {"x": x, "weight": weight, "bias": bias}
+    return y, LinearCache(x, weight, bias)
 
 
 def linear_backward(grad_y, cache, *, lbp=None, grid=None, extra_tokens=0):
@@ -55,7 +83,7 @@ def linear_backward(grad_y, cache, *, lbp=None, grid=None, extra_tokens=0):
     Parameters
     ----------
     grad_y : ndarray, shape (..., C_out)
-    cache : dict
+    cache : LinearCache
         From :func:`linear_forward`.
     lbp : LBPSetting, optional
         None (default): exact, :func:`lbpcore.dense_backward`.  Otherwise
@@ -86,17 +114,38 @@ def linear_backward(grad_y, cache, *, lbp=None, grid=None, extra_tokens=0):
     >>> bool(np.allclose(linear_backward(np.ones_like(y), cache, lbp=full, grid=(4, 4))[1], gw))
     True
     """
-    x, weight, bias = cache["x"], cache["weight"], cache["bias"]
     if lbp is None:
-        g = lbpcore.dense_backward(x, weight, grad_y, bias=bias)
+        g = lbpcore.dense_backward(cache.x, cache.weight, grad_y, bias=cache.bias)
     else:
         if grid is None:
             raise ValueError("grid=(h, w) is required for an LBP-WHT backward")
         g = lbpcore.lbp_backward(
-            x, weight, grad_y, grid=grid, patch=lbp.patch, bases=lbp.bases, pad=lbp.pad,
-            extra_tokens=extra_tokens, bias=bias,
+            cache.x, cache.weight, grad_y, grid=grid, patch=lbp.patch, bases=lbp.bases, pad=lbp.pad,
+            extra_tokens=extra_tokens, bias=cache.bias,
         )
     return g.grad_x, g.grad_weight, g.grad_bias
+
+
+class PatchifyCache(NamedTuple):
+    """What :func:`patchify_forward` keeps for :func:`patchify_backward`.
+
+    Attributes
+    ----------
+    shape : (int, int, int, int)
+        Image batch shape ``(B, C, H, W)``.
+    patch : int
+        Pixel patch side ``p``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.vit import patchify_forward
+    >>> patchify_forward(np.zeros((2, 3, 8, 8)), 4)[1]
+    PatchifyCache(shape=(2, 3, 8, 8), patch=4)
+    """
+
+    shape: tuple
+    patch: int
 
 
 def patchify_forward(images, patch):
@@ -115,26 +164,23 @@ def patchify_forward(images, patch):
         Tokens in row-major order of the ``(H/p, W/p)`` grid; features in
         ``(channel, row, column)`` order, as a ``Conv2d(C, D, p, stride=p)``
         weight flattens.
-    cache : tuple
-        The input shape and ``p``.
+    cache : PatchifyCache
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import patchify_forward, patchify_backward
+    >>> from analysis.vit import patchify_forward
     >>> images = np.arange(2 * 3 * 8 * 8.0).reshape(2, 3, 8, 8)
     >>> tokens, cache = patchify_forward(images, 4)
-    >>> tokens.shape
-    (2, 4, 48)
-    >>> bool(np.array_equal(patchify_backward(tokens, cache), images))
-    True
+    >>> tokens.shape, tokens[0, 1, :4].tolist()  # token (0, 1): channel 0, first pixel row
+    ((2, 4, 48), [4.0, 5.0, 6.0, 7.0])
     """
     b, c, h, w = images.shape
     p = int(patch)
     if p < 1 or h % p or w % p:
         raise ValueError(f"patch must be a positive divisor of the image size {(h, w)}, got {patch}")
     t = images.reshape(b, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)
-    return np.ascontiguousarray(t.reshape(b, (h // p) * (w // p), c * p * p)), (images.shape, p)
+    return np.ascontiguousarray(t.reshape(b, (h // p) * (w // p), c * p * p)), PatchifyCache(images.shape, p)
 
 
 def patchify_backward(grad, cache):
@@ -143,7 +189,7 @@ def patchify_backward(grad, cache):
     Parameters
     ----------
     grad : ndarray, shape (B, (H/p) * (W/p), C * p * p)
-    cache : tuple
+    cache : PatchifyCache
 
     Returns
     -------
@@ -155,14 +201,37 @@ def patchify_backward(grad, cache):
     >>> from analysis.vit import patchify_forward, patchify_backward
     >>> images = np.arange(2 * 3 * 8 * 8.0).reshape(2, 3, 8, 8)
     >>> tokens, cache = patchify_forward(images, 4)
-    >>> tokens.shape
-    (2, 4, 48)
     >>> bool(np.array_equal(patchify_backward(tokens, cache), images))
     True
     """
     (b, c, h, w), p = cache
     g = grad.reshape(b, h // p, w // p, c, p, p).transpose(0, 3, 1, 4, 2, 5)
     return np.ascontiguousarray(g.reshape(b, c, h, w))
+
+
+class PatchEmbedCache(NamedTuple):
+    """What :func:`patch_embed_forward` keeps for :func:`patch_embed_backward`.
+
+    Attributes
+    ----------
+    patchify : PatchifyCache
+    linear : LinearCache
+        Of the linear layer on the pixel-patch tokens.
+    grid : (int, int)
+        Token grid ``(H/p, W/p)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.vit import patch_embed_forward
+    >>> cache = patch_embed_forward(np.ones((2, 3, 8, 4)), np.ones((5, 12)), np.zeros(5), 2)[1]
+    >>> cache.grid, cache.linear.x.shape
+    ((4, 2), (2, 8, 12))
+    """
+
+    patchify: PatchifyCache
+    linear: LinearCache
+    grid: tuple
 
 
 def patch_embed_forward(images, weight, bias, patch):
@@ -179,23 +248,20 @@ def patch_embed_forward(images, weight, bias, patch):
     Returns
     -------
     tokens : ndarray, shape (B, (H/p) * (W/p), D)
-    cache : dict
+    cache : PatchEmbedCache
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import patch_embed_forward, patch_embed_backward
-    >>> images = np.ones((2, 3, 8, 8))
-    >>> tokens, cache = patch_embed_forward(images, np.ones((5, 12)), np.zeros(5), 2)
-    >>> tokens.shape, cache["grid"]
+    >>> from analysis.vit import patch_embed_forward
+    >>> tokens, cache = patch_embed_forward(np.ones((2, 3, 8, 8)), np.ones((5, 12)), np.zeros(5), 2)
+    >>> tokens.shape, cache.grid
     ((2, 16, 5), (4, 4))
-    >>> [g.shape for g in patch_embed_backward(np.ones_like(tokens), cache)]
-    [(2, 3, 8, 8), (5, 12), (5,)]
     """
-    t, pcache = patchify_forward(images, patch)
-    y, lcache = linear_forward(t, weight, bias)
-    h, w = images.shape[2] // int(patch), images.shape[3] // int(patch)
-    return y, {"patchify": pcache, "linear": lcache, "grid": (h, w)}
+    t, patchify_cache = patchify_forward(images, patch)
+    y, linear_cache = linear_forward(t, weight, bias)
+    grid = (images.shape[2] // int(patch), images.shape[3] // int(patch))
+    return y, PatchEmbedCache(patchify_cache, linear_cache, grid)
 
 
 def patch_embed_backward(grad, cache, *, lbp=None):
@@ -204,7 +270,7 @@ def patch_embed_backward(grad, cache, *, lbp=None):
     Parameters
     ----------
     grad : ndarray, shape (B, L, D)
-    cache : dict
+    cache : PatchEmbedCache
     lbp : LBPSetting, optional
         LBP-WHT backward of the linear layer on the token grid ``(H/p, W/p)``.
 
@@ -218,12 +284,9 @@ def patch_embed_backward(grad, cache, *, lbp=None):
     --------
     >>> import numpy as np
     >>> from analysis.vit import patch_embed_forward, patch_embed_backward
-    >>> images = np.ones((2, 3, 8, 8))
-    >>> tokens, cache = patch_embed_forward(images, np.ones((5, 12)), np.zeros(5), 2)
-    >>> tokens.shape, cache["grid"]
-    ((2, 16, 5), (4, 4))
+    >>> tokens, cache = patch_embed_forward(np.ones((2, 3, 8, 8)), np.ones((5, 12)), np.zeros(5), 2)
     >>> [g.shape for g in patch_embed_backward(np.ones_like(tokens), cache)]
     [(2, 3, 8, 8), (5, 12), (5,)]
     """
-    gt, gw, gb = linear_backward(grad, cache["linear"], lbp=lbp, grid=cache["grid"])
-    return patchify_backward(gt, cache["patchify"]), gw, gb
+    gt, gw, gb = linear_backward(grad, cache.linear, lbp=lbp, grid=cache.grid)
+    return patchify_backward(gt, cache.patchify), gw, gb

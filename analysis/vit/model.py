@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .attention import attention_backward, attention_forward
 from .config import LBPSetting, LinearLayerInfo, ViTConfig
-from .linear import linear_backward, linear_forward, patch_embed_backward, patch_embed_forward
+from .linear import linear_backward, linear_forward, patch_embed_forward, patchify_backward
 from .ops import (
-    attention_backward,
-    attention_forward,
     cls_token_backward,
     cls_token_forward,
     gelu_backward,
@@ -244,28 +243,28 @@ class TinyViT:
         pin = config.in_chans * config.patch_size**2
         p = {}
 
-        def lin(name, cout, cin):
+        def linear_params(name, cout, cin):
             p[name + ".weight"] = rng.standard_normal((cout, cin)) / math.sqrt(cin)
             p[name + ".bias"] = 0.02 * rng.standard_normal(cout)
 
-        def ln(name):
+        def norm_params(name):
             p[name + ".weight"] = 1.0 + 0.02 * rng.standard_normal(c)
             p[name + ".bias"] = 0.02 * rng.standard_normal(c)
 
-        lin("patch_embed", c, pin)
+        linear_params("patch_embed", c, pin)
         if config.class_token:
             p["cls_token"] = 0.02 * rng.standard_normal(c)
         p["pos_embed"] = 0.02 * rng.standard_normal((config.num_tokens, c))
         for i in range(config.depth):
             b = f"blocks.{i}."
-            ln(b + "norm1")
-            lin(b + "attn.qkv", 3 * c, c)
-            lin(b + "attn.proj", c, c)
-            ln(b + "norm2")
-            lin(b + "mlp.fc1", hid, c)
-            lin(b + "mlp.fc2", c, hid)
-        ln("norm")
-        lin("head", config.num_classes, c)
+            norm_params(b + "norm1")
+            linear_params(b + "attn.qkv", 3 * c, c)
+            linear_params(b + "attn.proj", c, c)
+            norm_params(b + "norm2")
+            linear_params(b + "mlp.fc1", hid, c)
+            linear_params(b + "mlp.fc2", c, hid)
+        norm_params("norm")
+        linear_params("head", config.num_classes, c)
         return {k: np.ascontiguousarray(v, dtype=config.dtype) for k, v in p.items()}
 
     @property
@@ -445,20 +444,19 @@ class TinyViT:
         grads = {}
         captured = {} if capture else None
 
-        def lin(name, g):
+        def linear_grad(name, grad, linear_cache):
+            """Backward of linear layer ``name``: stores its parameter gradients, returns grad_x."""
             info = self.layers[name]
-            c = ops[name]
-            if name == "patch_embed":
-                c = c["linear"]
             if captured is not None:
-                captured[name] = LayerIO(name, c["x"], c["weight"], g, info.grid, info.extra_tokens)
+                captured[name] = LayerIO(name, linear_cache.x, linear_cache.weight, grad, info.grid, info.extra_tokens)
             gx, grads[name + ".weight"], grads[name + ".bias"] = linear_backward(
-                g, c, lbp=settings.get(name), grid=info.grid, extra_tokens=info.extra_tokens
+                grad, linear_cache, lbp=settings.get(name), grid=info.grid, extra_tokens=info.extra_tokens
             )
             return gx
 
-        def ln(name, g):
-            gx, grads[name + ".weight"], grads[name + ".bias"] = layernorm_backward(g, ops[name])
+        def norm_grad(name, grad):
+            """Backward of LayerNorm ``name``: stores its parameter gradients, returns grad_x."""
+            gx, grads[name + ".weight"], grads[name + ".bias"] = layernorm_backward(grad, ops[name])
             return gx
 
         if grad_logits is None:
@@ -469,30 +467,26 @@ class TinyViT:
             g = np.asarray(grad_logits, dtype=cache.logits.dtype)
             if g.shape != cache.logits.shape:
                 raise ValueError(f"grad_logits must have shape {cache.logits.shape}, got {g.shape}")
-        g = lin("head", g)
+        g = linear_grad("head", g, ops["head"])
         g = mean_pool_backward(g, ops["pool"])
-        g = ln("norm", g)
+        g = norm_grad("norm", g)
         for i in reversed(range(cfg.depth)):
             b = f"blocks.{i}."
             g, gh = residual_backward(g)
-            gh = lin(b + "mlp.fc2", gh)
+            gh = linear_grad(b + "mlp.fc2", gh, ops[b + "mlp.fc2"])
             gh = gelu_backward(gh, ops[b + "mlp.act"])
-            gh = lin(b + "mlp.fc1", gh)
-            g = g + ln(b + "norm2", gh)
+            gh = linear_grad(b + "mlp.fc1", gh, ops[b + "mlp.fc1"])
+            g = g + norm_grad(b + "norm2", gh)
             g, gh = residual_backward(g)
-            gh = lin(b + "attn.proj", gh)
+            gh = linear_grad(b + "attn.proj", gh, ops[b + "attn.proj"])
             gh = attention_backward(gh, ops[b + "attn.core"])
-            gh = lin(b + "attn.qkv", gh)
-            g = g + ln(b + "norm1", gh)
+            gh = linear_grad(b + "attn.qkv", gh, ops[b + "attn.qkv"])
+            g = g + norm_grad(b + "norm1", gh)
         g, grads["pos_embed"] = pos_embed_backward(g)
         if cfg.class_token:
             g, grads["cls_token"] = cls_token_backward(g)
-        pe = ops["patch_embed"]
-        name = "patch_embed"
-        if captured is not None:
-            c = pe["linear"]
-            captured[name] = LayerIO(name, c["x"], c["weight"], g, self.layers[name].grid, 0)
-        g_img, grads[name + ".weight"], grads[name + ".bias"] = patch_embed_backward(g, pe, lbp=settings.get(name))
+        embed = ops["patch_embed"]  # patch_embed_backward, with the linear layer's capture
+        g_img = patchify_backward(linear_grad("patch_embed", g, embed.linear), embed.patchify)
         grads = {k: grads[k] for k in p}  # parameter order
         if captured is not None:
             captured = {n: captured[n] for n in self.layers}

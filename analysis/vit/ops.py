@@ -1,12 +1,14 @@
-"""The other operations of the ViT, each forward beside its backward (always exact).
+"""Token, normalization, activation, pooling and loss operations of the ViT, forward beside backward (exact).
 
 Every operation is a pair ``op_forward(...) -> (out, cache)`` and
-``op_backward(grad, cache) -> grads``.
+``op_backward(grad, cache) -> grads``; the cache is a small named tuple, or
+None where the backward needs nothing.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,16 +17,18 @@ __all__ = [
     "cls_token_backward",
     "pos_embed_forward",
     "pos_embed_backward",
+    "LayerNormCache",
     "layernorm_forward",
     "layernorm_backward",
+    "GeluCache",
     "gelu_forward",
     "gelu_backward",
-    "attention_forward",
-    "attention_backward",
     "residual_forward",
     "residual_backward",
+    "MeanPoolCache",
     "mean_pool_forward",
     "mean_pool_backward",
+    "CrossEntropyCache",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
 ]
@@ -46,13 +50,10 @@ def cls_token_forward(x, token):
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import cls_token_forward, cls_token_backward
+    >>> from analysis.vit import cls_token_forward
     >>> out, cache = cls_token_forward(np.zeros((2, 4, 3)), np.ones(3))
     >>> out.shape, out[:, 0].tolist()
     ((2, 5, 3), [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
-    >>> gx, gt = cls_token_backward(np.ones((2, 5, 3)), cache)
-    >>> gx.shape, gt.tolist()
-    ((2, 4, 3), [2.0, 2.0, 2.0])
     """
     b, _, c = x.shape
     t = np.broadcast_to(token.reshape(1, 1, c), (b, 1, c)).astype(x.dtype, copy=False)
@@ -71,15 +72,13 @@ def cls_token_backward(grad, cache=None):
     -------
     grad_x : ndarray, shape (B, L, C)
     grad_token : ndarray, shape (C,)
+        Summed over the batch.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import cls_token_forward, cls_token_backward
-    >>> out, cache = cls_token_forward(np.zeros((2, 4, 3)), np.ones(3))
-    >>> out.shape, out[:, 0].tolist()
-    ((2, 5, 3), [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
-    >>> gx, gt = cls_token_backward(np.ones((2, 5, 3)), cache)
+    >>> from analysis.vit import cls_token_backward
+    >>> gx, gt = cls_token_backward(np.ones((2, 5, 3)))
     >>> gx.shape, gt.tolist()
     ((2, 4, 3), [2.0, 2.0, 2.0])
     """
@@ -102,13 +101,10 @@ def pos_embed_forward(x, pos):
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import pos_embed_forward, pos_embed_backward
+    >>> from analysis.vit import pos_embed_forward
     >>> out, cache = pos_embed_forward(np.zeros((2, 4, 3)), np.ones((4, 3)))
-    >>> float(out.sum())
-    24.0
-    >>> gx, gpos = pos_embed_backward(np.ones((2, 4, 3)), cache)
-    >>> gpos.shape, float(gpos[0, 0])
-    ((4, 3), 2.0)
+    >>> float(out.sum()), cache is None
+    (24.0, True)
     """
     if pos.shape != x.shape[1:]:
         raise ValueError(f"pos must have shape {x.shape[1:]}, got {pos.shape}")
@@ -127,19 +123,42 @@ def pos_embed_backward(grad, cache=None):
     -------
     grad_x : ndarray, shape (B, L, C)
     grad_pos : ndarray, shape (L, C)
+        Summed over the batch.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import pos_embed_forward, pos_embed_backward
-    >>> out, cache = pos_embed_forward(np.zeros((2, 4, 3)), np.ones((4, 3)))
-    >>> float(out.sum())
-    24.0
-    >>> gx, gpos = pos_embed_backward(np.ones((2, 4, 3)), cache)
+    >>> from analysis.vit import pos_embed_backward
+    >>> gx, gpos = pos_embed_backward(np.ones((2, 4, 3)))
     >>> gpos.shape, float(gpos[0, 0])
     ((4, 3), 2.0)
     """
     return grad, grad.sum(axis=0)
+
+
+class LayerNormCache(NamedTuple):
+    """What :func:`layernorm_forward` keeps for :func:`layernorm_backward`.
+
+    Attributes
+    ----------
+    xhat : ndarray, shape (..., C)
+        Normalized input ``(x - mean) / sqrt(var + eps)``.
+    rstd : ndarray, shape (..., 1)
+        Reciprocal standard deviation ``1 / sqrt(var + eps)`` per token.
+    gamma : ndarray, shape (C,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.vit import layernorm_forward
+    >>> cache = layernorm_forward(np.array([[1.0, 3.0]]), np.ones(2), np.zeros(2), eps=0.0)[1]
+    >>> cache.xhat.tolist(), cache.rstd.tolist()
+    ([[-1.0, 1.0]], [[1.0]])
+    """
+
+    xhat: np.ndarray
+    rstd: np.ndarray
+    gamma: np.ndarray
 
 
 def layernorm_forward(x, gamma, beta, eps=1e-6):
@@ -158,26 +177,22 @@ def layernorm_forward(x, gamma, beta, eps=1e-6):
     Returns
     -------
     y : ndarray, shape (..., C)
-    cache : tuple
-        Normalized input, reciprocal standard deviation and ``gamma``.
+    cache : LayerNormCache
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import layernorm_forward, layernorm_backward
+    >>> from analysis.vit import layernorm_forward
     >>> y, cache = layernorm_forward(np.array([[1.0, 2.0, 3.0]]), np.ones(3), np.zeros(3))
     >>> np.round(y, 4)
     array([[-1.2247,  0.    ,  1.2247]])
-    >>> gx, ggamma, gbeta = layernorm_backward(np.ones((1, 3)), cache)
-    >>> np.round(gx, 6) + 0.0, gbeta.tolist()
-    (array([[0., 0., 0.]]), [1.0, 1.0, 1.0])
     """
     mu = x.mean(axis=-1, keepdims=True)
     xc = x - mu
     var = (xc * xc).mean(axis=-1, keepdims=True)
     rstd = 1.0 / np.sqrt(var + eps)
     xhat = xc * rstd
-    return xhat * gamma + beta, (xhat, rstd, gamma)
+    return xhat * gamma + beta, LayerNormCache(xhat, rstd, gamma)
 
 
 def layernorm_backward(grad, cache):
@@ -186,7 +201,7 @@ def layernorm_backward(grad, cache):
     Parameters
     ----------
     grad : ndarray, shape (..., C)
-    cache : tuple
+    cache : LayerNormCache
 
     Returns
     -------
@@ -195,14 +210,15 @@ def layernorm_backward(grad, cache):
 
     Examples
     --------
+    A gradient that is the same on every channel does not reach ``x`` (the
+    normalization removes the mean):
+
     >>> import numpy as np
     >>> from analysis.vit import layernorm_forward, layernorm_backward
-    >>> y, cache = layernorm_forward(np.array([[1.0, 2.0, 3.0]]), np.ones(3), np.zeros(3))
-    >>> np.round(y, 4)
-    array([[-1.2247,  0.    ,  1.2247]])
+    >>> _, cache = layernorm_forward(np.array([[1.0, 2.0, 3.0]]), np.ones(3), np.zeros(3))
     >>> gx, ggamma, gbeta = layernorm_backward(np.ones((1, 3)), cache)
-    >>> np.round(gx, 6) + 0.0, gbeta.tolist()
-    (array([[0., 0., 0.]]), [1.0, 1.0, 1.0])
+    >>> np.round(gx, 6) + 0.0, np.round(ggamma, 4), gbeta.tolist()
+    (array([[0., 0., 0.]]), array([-1.2247,  0.    ,  1.2247]), [1.0, 1.0, 1.0])
     """
     xhat, rstd, gamma = cache
     c = xhat.shape[-1]
@@ -217,6 +233,34 @@ def layernorm_backward(grad, cache):
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
 _erf = np.frompyfunc(math.erf, 1, 1)
+
+
+class GeluCache(NamedTuple):
+    """What :func:`gelu_forward` keeps for :func:`gelu_backward`.
+
+    Attributes
+    ----------
+    x : ndarray
+        Input.
+    approximate : {"tanh", "none"}
+    tanh : ndarray or None
+        ``tanh(sqrt(2/pi) (x + 0.044715 x^3))`` for ``"tanh"``, else None.
+    cdf : ndarray or None
+        ``Phi(x)``, the standard normal CDF, for ``"none"``, else None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.vit import gelu_forward
+    >>> cache = gelu_forward(np.array([0.0]), approximate="none")[1]
+    >>> cache.approximate, cache.tanh, cache.cdf.tolist()
+    ('none', None, [0.5])
+    """
+
+    x: np.ndarray
+    approximate: str
+    tanh: np.ndarray | None = None
+    cdf: np.ndarray | None = None
 
 
 def gelu_forward(x, approximate="tanh"):
@@ -234,26 +278,24 @@ def gelu_forward(x, approximate="tanh"):
     Returns
     -------
     y : ndarray, shape of ``x``
-    cache : tuple
+    cache : GeluCache
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import gelu_forward, gelu_backward
+    >>> from analysis.vit import gelu_forward
     >>> y, cache = gelu_forward(np.array([-1.0, 0.0, 1.0]))
     >>> np.round(y, 4)
     array([-0.1588,  0.    ,  0.8412])
     >>> np.round(gelu_forward(np.array([1.0]), approximate="none")[0], 4)
     array([0.8413])
-    >>> np.round(gelu_backward(np.ones(3), cache), 4)
-    array([-0.083,  0.5  ,  1.083])
     """
     if approximate == "tanh":
         t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * (x * x * x)))  # x**3 is slow for float32
-        return 0.5 * x * (1.0 + t), (x, approximate, t)
+        return 0.5 * x * (1.0 + t), GeluCache(x, approximate, tanh=t)
     if approximate == "none":
         phi = (0.5 * (1.0 + _erf(x / math.sqrt(2.0)))).astype(x.dtype)
-        return x * phi, (x, approximate, phi)
+        return x * phi, GeluCache(x, approximate, cdf=phi)
     raise ValueError(f"approximate must be 'tanh' or 'none', got {approximate!r}")
 
 
@@ -263,7 +305,7 @@ def gelu_backward(grad, cache):
     Parameters
     ----------
     grad : ndarray, shape of ``x``
-    cache : tuple
+    cache : GeluCache
 
     Returns
     -------
@@ -273,104 +315,17 @@ def gelu_backward(grad, cache):
     --------
     >>> import numpy as np
     >>> from analysis.vit import gelu_forward, gelu_backward
-    >>> y, cache = gelu_forward(np.array([-1.0, 0.0, 1.0]))
-    >>> np.round(y, 4)
-    array([-0.1588,  0.    ,  0.8412])
-    >>> np.round(gelu_forward(np.array([1.0]), approximate="none")[0], 4)
-    array([0.8413])
+    >>> _, cache = gelu_forward(np.array([-1.0, 0.0, 1.0]))
     >>> np.round(gelu_backward(np.ones(3), cache), 4)
     array([-0.083,  0.5  ,  1.083])
     """
-    x, approximate, aux = cache
-    if approximate == "tanh":
-        t = aux
+    x = cache.x
+    if cache.approximate == "tanh":
+        t = cache.tanh
         du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * x * x)
         return grad * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
-    phi = aux  # Phi(x); d/dx x Phi(x) = Phi(x) + x pdf(x)
-    pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-    return grad * (phi + x * pdf)
-
-
-def attention_forward(qkv, heads):
-    """Multi-head scaled dot-product self-attention (no masking).
-
-    Parameters
-    ----------
-    qkv : ndarray, shape (B, L, 3 C)
-        Queries, keys and values, each split into ``heads`` heads of
-        ``d = C / heads`` channels (the layout of a fused ``qkv`` linear layer:
-        ``qkv.reshape(B, L, 3, heads, d)``).
-    heads : int
-
-    Returns
-    -------
-    out : ndarray, shape (B, L, C)
-        ``softmax(q k^T / sqrt(d)) v`` per head, heads concatenated.
-    cache : tuple
-        ``q``, ``k``, ``v`` (B, heads, L, d), attention ``A`` (B, heads, L, L),
-        scale.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from analysis.vit import attention_forward, attention_backward
-    >>> qkv = np.random.default_rng(0).standard_normal((2, 5, 12))
-    >>> out, cache = attention_forward(qkv, heads=2)
-    >>> out.shape, cache[3].shape
-    ((2, 5, 4), (2, 2, 5, 5))
-    >>> attention_backward(np.ones_like(out), cache).shape
-    (2, 5, 12)
-    """
-    b, l, c3 = qkv.shape
-    if c3 % (3 * heads):
-        raise ValueError(f"qkv channels {c3} must be divisible by 3 * heads = {3 * heads}")
-    d = c3 // (3 * heads)
-    t = qkv.reshape(b, l, 3, heads, d).transpose(2, 0, 3, 1, 4)
-    q, k, v = (np.ascontiguousarray(t[i]) for i in range(3))
-    scale = 1.0 / math.sqrt(d)
-    s = (q @ k.transpose(0, 1, 3, 2)) * scale
-    s = s - s.max(axis=-1, keepdims=True)
-    a = np.exp(s)
-    a /= a.sum(axis=-1, keepdims=True)
-    o = a @ v  # (B, H, L, d)
-    out = np.ascontiguousarray(o.transpose(0, 2, 1, 3).reshape(b, l, heads * d))
-    return out, (q, k, v, a, scale)
-
-
-def attention_backward(grad, cache):
-    """Backward of :func:`attention_forward`.
-
-    Parameters
-    ----------
-    grad : ndarray, shape (B, L, C)
-    cache : tuple
-
-    Returns
-    -------
-    grad_qkv : ndarray, shape (B, L, 3 C)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from analysis.vit import attention_forward, attention_backward
-    >>> qkv = np.random.default_rng(0).standard_normal((2, 5, 12))
-    >>> out, cache = attention_forward(qkv, heads=2)
-    >>> out.shape, cache[3].shape
-    ((2, 5, 4), (2, 2, 5, 5))
-    >>> attention_backward(np.ones_like(out), cache).shape
-    (2, 5, 12)
-    """
-    q, k, v, a, scale = cache
-    b, h, l, d = q.shape
-    go = grad.reshape(b, l, h, d).transpose(0, 2, 1, 3)
-    ga = go @ v.transpose(0, 1, 3, 2)  # (B, H, L, L)
-    gv = a.transpose(0, 1, 3, 2) @ go
-    gs = a * (ga - (ga * a).sum(axis=-1, keepdims=True))
-    gs *= scale
-    gq = gs @ k
-    gk = gs.transpose(0, 1, 3, 2) @ q
-    g = np.stack([gq, gk, gv])  # (3, B, H, L, d)
-    return np.ascontiguousarray(g.transpose(1, 3, 0, 2, 4).reshape(b, l, 3 * h * d))
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # d/dx x Phi(x) = Phi(x) + x pdf(x)
+    return grad * (cache.cdf + x * pdf)
 
 
 def residual_forward(x, fx):
@@ -388,12 +343,10 @@ def residual_forward(x, fx):
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import residual_forward, residual_backward
+    >>> from analysis.vit import residual_forward
     >>> out, cache = residual_forward(np.ones(3), np.arange(3.0))
     >>> out.tolist()
     [1.0, 2.0, 3.0]
-    >>> [g.tolist() for g in residual_backward(np.ones(3), cache)]
-    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
     return x + fx, None
 
@@ -414,14 +367,36 @@ def residual_backward(grad, cache=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import residual_forward, residual_backward
-    >>> out, cache = residual_forward(np.ones(3), np.arange(3.0))
-    >>> out.tolist()
-    [1.0, 2.0, 3.0]
-    >>> [g.tolist() for g in residual_backward(np.ones(3), cache)]
+    >>> from analysis.vit import residual_backward
+    >>> [g.tolist() for g in residual_backward(np.ones(3))]
     [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
     return grad, grad
+
+
+class MeanPoolCache(NamedTuple):
+    """What :func:`mean_pool_forward` keeps for :func:`mean_pool_backward`.
+
+    Attributes
+    ----------
+    shape : (int, int, int)
+        Input shape ``(B, L, C)``.
+    tokens : slice
+        The pooled tokens.
+    count : int
+        How many tokens the slice selects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.vit import mean_pool_forward
+    >>> mean_pool_forward(np.zeros((2, 5, 3)), start=1)[1]
+    MeanPoolCache(shape=(2, 5, 3), tokens=slice(1, None, None), count=4)
+    """
+
+    shape: tuple
+    tokens: slice
+    count: int
 
 
 def mean_pool_forward(x, start=0, stop=None):
@@ -436,24 +411,21 @@ def mean_pool_forward(x, start=0, stop=None):
     Returns
     -------
     out : ndarray, shape (B, C)
-    cache : tuple
+    cache : MeanPoolCache
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import mean_pool_forward, mean_pool_backward
-    >>> x = np.arange(12.0).reshape(1, 4, 3)
-    >>> out, cache = mean_pool_forward(x, start=1)
+    >>> from analysis.vit import mean_pool_forward
+    >>> out, cache = mean_pool_forward(np.arange(12.0).reshape(1, 4, 3), start=1)
     >>> out.tolist()
     [[6.0, 7.0, 8.0]]
-    >>> mean_pool_backward(np.ones((1, 3)), cache)[0, :, 0].tolist()
-    [0.0, 0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
     """
-    sl = slice(start, stop)
-    n = len(range(*sl.indices(x.shape[1])))
-    if n == 0:
+    tokens = slice(start, stop)
+    count = len(range(*tokens.indices(x.shape[1])))
+    if count == 0:
         raise ValueError(f"empty token range {start}:{stop} for {x.shape[1]} tokens")
-    return x[:, sl].mean(axis=1), (x.shape, sl, n)
+    return x[:, tokens].mean(axis=1), MeanPoolCache(x.shape, tokens, count)
 
 
 def mean_pool_backward(grad, cache):
@@ -462,28 +434,45 @@ def mean_pool_backward(grad, cache):
     Parameters
     ----------
     grad : ndarray, shape (B, C)
-    cache : tuple
+    cache : MeanPoolCache
 
     Returns
     -------
     grad_x : ndarray, shape (B, L, C)
-        ``grad / n`` on the pooled tokens, zero elsewhere.
+        ``grad / count`` on the pooled tokens, zero elsewhere.
 
     Examples
     --------
     >>> import numpy as np
     >>> from analysis.vit import mean_pool_forward, mean_pool_backward
-    >>> x = np.arange(12.0).reshape(1, 4, 3)
-    >>> out, cache = mean_pool_forward(x, start=1)
-    >>> out.tolist()
-    [[6.0, 7.0, 8.0]]
+    >>> _, cache = mean_pool_forward(np.zeros((1, 4, 3)), start=1)
     >>> mean_pool_backward(np.ones((1, 3)), cache)[0, :, 0].tolist()
     [0.0, 0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
     """
-    shape, sl, n = cache
-    gx = np.zeros(shape, dtype=grad.dtype)
-    gx[:, sl] = (grad / n)[:, None, :]
+    gx = np.zeros(cache.shape, dtype=grad.dtype)
+    gx[:, cache.tokens] = (grad / cache.count)[:, None, :]
     return gx
+
+
+class CrossEntropyCache(NamedTuple):
+    """What :func:`softmax_cross_entropy_forward` keeps for :func:`softmax_cross_entropy_backward`.
+
+    Attributes
+    ----------
+    prob : ndarray, shape (B, K)
+        Softmax probabilities.
+    labels : ndarray of int, shape (B,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.vit import softmax_cross_entropy_forward
+    >>> softmax_cross_entropy_forward(np.zeros((1, 2)), np.array([1]))[1].prob.tolist()
+    [[0.5, 0.5]]
+    """
+
+    prob: np.ndarray
+    labels: np.ndarray
 
 
 def softmax_cross_entropy_forward(logits, labels):
@@ -499,18 +488,15 @@ def softmax_cross_entropy_forward(logits, labels):
     -------
     loss : float
         ``mean_b (logsumexp(logits[b]) - logits[b, labels[b]])``.
-    cache : tuple
-        Softmax probabilities (B, K) and the labels.
+    cache : CrossEntropyCache
 
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis.vit import softmax_cross_entropy_forward, softmax_cross_entropy_backward
+    >>> from analysis.vit import softmax_cross_entropy_forward
     >>> loss, cache = softmax_cross_entropy_forward(np.zeros((2, 4)), np.array([0, 3]))
     >>> round(loss, 6) == round(float(np.log(4)), 6)
     True
-    >>> softmax_cross_entropy_backward(1.0, cache)[0].tolist()
-    [-0.375, 0.125, 0.125, 0.125]
     """
     labels = np.asarray(labels)
     b, k = logits.shape
@@ -522,7 +508,7 @@ def softmax_cross_entropy_forward(logits, labels):
     lse = np.log(np.exp(z).sum(axis=1))
     loss = float(np.mean(lse - z[np.arange(b), labels]))
     prob = np.exp(z - lse[:, None])
-    return loss, (prob, labels)
+    return loss, CrossEntropyCache(prob, labels)
 
 
 def softmax_cross_entropy_backward(grad, cache):
@@ -532,7 +518,7 @@ def softmax_cross_entropy_backward(grad, cache):
     ----------
     grad : float
         Gradient of the final objective with respect to the loss (1.0 for the loss itself).
-    cache : tuple
+    cache : CrossEntropyCache
 
     Returns
     -------
@@ -543,14 +529,11 @@ def softmax_cross_entropy_backward(grad, cache):
     --------
     >>> import numpy as np
     >>> from analysis.vit import softmax_cross_entropy_forward, softmax_cross_entropy_backward
-    >>> loss, cache = softmax_cross_entropy_forward(np.zeros((2, 4)), np.array([0, 3]))
-    >>> round(loss, 6) == round(float(np.log(4)), 6)
-    True
+    >>> _, cache = softmax_cross_entropy_forward(np.zeros((2, 4)), np.array([0, 3]))
     >>> softmax_cross_entropy_backward(1.0, cache)[0].tolist()
     [-0.375, 0.125, 0.125, 0.125]
     """
-    prob, labels = cache
-    b = prob.shape[0]
-    g = prob.copy()
-    g[np.arange(b), labels] -= 1.0
+    b = cache.prob.shape[0]
+    g = cache.prob.copy()
+    g[np.arange(b), cache.labels] -= 1.0
     return g * (grad / b)
