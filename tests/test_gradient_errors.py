@@ -108,7 +108,8 @@ def test_relative_error_and_cosine():
         cosine(np.ones(3), np.ones(4))
     assert energy_fraction(1.0, 4.0) == 0.25 and energy_fraction(0.0, 0.0) == 1.0
     assert energy_fraction(1.0 + 1e-16, 1.0) == 1.0  # rounding past the total is clipped
-    np.testing.assert_array_equal(energy_fraction(np.array([0.0, 2.0, 3.0]), np.array([1.0, 4.0, 0.0])), [0.0, 0.5, 1.0])
+    fractions = energy_fraction(np.array([0.0, 2.0, 3.0]), np.array([1.0, 4.0, 0.0]))
+    np.testing.assert_array_equal(fractions, [0.0, 0.5, 1.0])
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8, 16])

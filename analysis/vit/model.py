@@ -19,25 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import ops
 from .attention import attention_backward, attention_forward
 from .config import LBPSetting, LinearLayerInfo, ViTConfig
 from .linear import linear_backward, linear_forward, patch_embed_forward, patchify_backward
-from .ops import (
-    cls_token_backward,
-    cls_token_forward,
-    gelu_backward,
-    gelu_forward,
-    layernorm_backward,
-    layernorm_forward,
-    mean_pool_backward,
-    mean_pool_forward,
-    pos_embed_backward,
-    pos_embed_forward,
-    residual_backward,
-    residual_forward,
-    softmax_cross_entropy_backward,
-    softmax_cross_entropy_forward,
-)
 
 __all__ = ["ForwardCache", "LayerIO", "BackwardResult", "TinyViT"]
 
@@ -308,34 +293,35 @@ class TinyViT:
         expect = (cfg.in_chans, cfg.image_size, cfg.image_size)
         if images.ndim != 4 or images.shape[1:] != expect:
             raise ValueError(f"images must have shape (B, {', '.join(map(str, expect))}), got {images.shape}")
-        ops = {}
-        x, ops["patch_embed"] = patch_embed_forward(images, p["patch_embed.weight"], p["patch_embed.bias"],
-                                                    cfg.patch_size)
+        caches = {}
+        x, caches["patch_embed"] = patch_embed_forward(
+            images, p["patch_embed.weight"], p["patch_embed.bias"], cfg.patch_size
+        )
         if cfg.class_token:
-            x, ops["cls_token"] = cls_token_forward(x, p["cls_token"])
-        x, ops["pos_embed"] = pos_embed_forward(x, p["pos_embed"])
+            x, caches["cls_token"] = ops.cls_token_forward(x, p["cls_token"])
+        x, caches["pos_embed"] = ops.pos_embed_forward(x, p["pos_embed"])
         for i in range(cfg.depth):
             b = f"blocks.{i}."
-            h, ops[b + "norm1"] = layernorm_forward(x, p[b + "norm1.weight"], p[b + "norm1.bias"], cfg.ln_eps)
-            h, ops[b + "attn.qkv"] = linear_forward(h, p[b + "attn.qkv.weight"], p[b + "attn.qkv.bias"])
-            h, ops[b + "attn.core"] = attention_forward(h, cfg.heads)
-            h, ops[b + "attn.proj"] = linear_forward(h, p[b + "attn.proj.weight"], p[b + "attn.proj.bias"])
-            x, _ = residual_forward(x, h)
-            h, ops[b + "norm2"] = layernorm_forward(x, p[b + "norm2.weight"], p[b + "norm2.bias"], cfg.ln_eps)
-            h, ops[b + "mlp.fc1"] = linear_forward(h, p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"])
-            h, ops[b + "mlp.act"] = gelu_forward(h, cfg.gelu)
-            h, ops[b + "mlp.fc2"] = linear_forward(h, p[b + "mlp.fc2.weight"], p[b + "mlp.fc2.bias"])
-            x, _ = residual_forward(x, h)
-        x, ops["norm"] = layernorm_forward(x, p["norm.weight"], p["norm.bias"], cfg.ln_eps)
+            h, caches[b + "norm1"] = ops.layernorm_forward(x, p[b + "norm1.weight"], p[b + "norm1.bias"], cfg.ln_eps)
+            h, caches[b + "attn.qkv"] = linear_forward(h, p[b + "attn.qkv.weight"], p[b + "attn.qkv.bias"])
+            h, caches[b + "attn.core"] = attention_forward(h, cfg.heads)
+            h, caches[b + "attn.proj"] = linear_forward(h, p[b + "attn.proj.weight"], p[b + "attn.proj.bias"])
+            x, _ = ops.residual_forward(x, h)
+            h, caches[b + "norm2"] = ops.layernorm_forward(x, p[b + "norm2.weight"], p[b + "norm2.bias"], cfg.ln_eps)
+            h, caches[b + "mlp.fc1"] = linear_forward(h, p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"])
+            h, caches[b + "mlp.act"] = ops.gelu_forward(h, cfg.gelu)
+            h, caches[b + "mlp.fc2"] = linear_forward(h, p[b + "mlp.fc2.weight"], p[b + "mlp.fc2.bias"])
+            x, _ = ops.residual_forward(x, h)
+        x, caches["norm"] = ops.layernorm_forward(x, p["norm.weight"], p["norm.bias"], cfg.ln_eps)
         if cfg.pool == "cls":
-            x, ops["pool"] = mean_pool_forward(x, 0, 1)
+            x, caches["pool"] = ops.mean_pool_forward(x, 0, 1)
         else:
-            x, ops["pool"] = mean_pool_forward(x, cfg.extra_tokens)
-        logits, ops["head"] = linear_forward(x, p["head.weight"], p["head.bias"])
+            x, caches["pool"] = ops.mean_pool_forward(x, cfg.extra_tokens)
+        logits, caches["head"] = linear_forward(x, p["head.weight"], p["head.bias"])
         loss = None
         if labels is not None:
-            loss, ops["loss"] = softmax_cross_entropy_forward(logits, labels)
-        return loss, ForwardCache(loss, logits, ops)
+            loss, caches["loss"] = ops.softmax_cross_entropy_forward(logits, labels)
+        return loss, ForwardCache(loss, logits, caches)
 
     def predict(self, images):
         """Logits, shape (B, num_classes)."""
@@ -439,7 +425,7 @@ class TinyViT:
         -------
         BackwardResult
         """
-        cfg, p, ops = self.config, self.params, cache.ops
+        cfg, p, caches = self.config, self.params, cache.ops
         settings = self.resolve_lbp(lbp, patch=patch, bases=bases, pad=pad)
         grads = {}
         captured = {} if capture else None
@@ -456,36 +442,36 @@ class TinyViT:
 
         def norm_grad(name, grad):
             """Backward of LayerNorm ``name``: stores its parameter gradients, returns grad_x."""
-            gx, grads[name + ".weight"], grads[name + ".bias"] = layernorm_backward(grad, ops[name])
+            gx, grads[name + ".weight"], grads[name + ".bias"] = ops.layernorm_backward(grad, caches[name])
             return gx
 
         if grad_logits is None:
-            if "loss" not in ops:
+            if "loss" not in caches:
                 raise ValueError("the forward pass had no labels: pass grad_logits=")
-            g = softmax_cross_entropy_backward(grad_loss, ops["loss"])
+            g = ops.softmax_cross_entropy_backward(grad_loss, caches["loss"])
         else:
             g = np.asarray(grad_logits, dtype=cache.logits.dtype)
             if g.shape != cache.logits.shape:
                 raise ValueError(f"grad_logits must have shape {cache.logits.shape}, got {g.shape}")
-        g = linear_grad("head", g, ops["head"])
-        g = mean_pool_backward(g, ops["pool"])
+        g = linear_grad("head", g, caches["head"])
+        g = ops.mean_pool_backward(g, caches["pool"])
         g = norm_grad("norm", g)
         for i in reversed(range(cfg.depth)):
             b = f"blocks.{i}."
-            g, gh = residual_backward(g)
-            gh = linear_grad(b + "mlp.fc2", gh, ops[b + "mlp.fc2"])
-            gh = gelu_backward(gh, ops[b + "mlp.act"])
-            gh = linear_grad(b + "mlp.fc1", gh, ops[b + "mlp.fc1"])
+            g, gh = ops.residual_backward(g)
+            gh = linear_grad(b + "mlp.fc2", gh, caches[b + "mlp.fc2"])
+            gh = ops.gelu_backward(gh, caches[b + "mlp.act"])
+            gh = linear_grad(b + "mlp.fc1", gh, caches[b + "mlp.fc1"])
             g = g + norm_grad(b + "norm2", gh)
-            g, gh = residual_backward(g)
-            gh = linear_grad(b + "attn.proj", gh, ops[b + "attn.proj"])
-            gh = attention_backward(gh, ops[b + "attn.core"])
-            gh = linear_grad(b + "attn.qkv", gh, ops[b + "attn.qkv"])
+            g, gh = ops.residual_backward(g)
+            gh = linear_grad(b + "attn.proj", gh, caches[b + "attn.proj"])
+            gh = attention_backward(gh, caches[b + "attn.core"])
+            gh = linear_grad(b + "attn.qkv", gh, caches[b + "attn.qkv"])
             g = g + norm_grad(b + "norm1", gh)
-        g, grads["pos_embed"] = pos_embed_backward(g)
+        g, grads["pos_embed"] = ops.pos_embed_backward(g)
         if cfg.class_token:
-            g, grads["cls_token"] = cls_token_backward(g)
-        embed = ops["patch_embed"]  # patch_embed_backward, with the linear layer's capture
+            g, grads["cls_token"] = ops.cls_token_backward(g)
+        embed = caches["patch_embed"]  # patch_embed_backward, with the linear layer's capture
         g_img = patchify_backward(linear_grad("patch_embed", g, embed.linear), embed.patchify)
         grads = {k: grads[k] for k in p}  # parameter order
         if captured is not None:
