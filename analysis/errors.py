@@ -205,67 +205,67 @@ class _Problem:
 
     def __init__(self, x, weight, grad_y, *, grid, patch, pad, extra_tokens, layout):
         self.x = np.asarray(x, dtype=np.float64)
-        self.w = np.asarray(weight, dtype=np.float64)
-        self.g = np.asarray(grad_y, dtype=np.float64)
+        self.weight = np.asarray(weight, dtype=np.float64)
+        self.grad_y = np.asarray(grad_y, dtype=np.float64)
         self.layout = layout
         self.pad = pad
-        self.dense = lbpcore.dense_backward(self.x, self.w, self.g, layout=layout)  # validates shapes, layout
+        self.dense = lbpcore.dense_backward(self.x, self.weight, self.grad_y, layout=layout)  # validates shapes, layout
         self.basis = full_basis(patch)
         n = self.n = self.basis.patch
         kw = dict(grid=grid, patch=n, pad=pad, extra_tokens=extra_tokens, layout=layout)
-        # orthonormal Walsh coordinates of the padded patch vectors, (B, P, n*n, C)
-        self.vx = full_coefficients(self.x, **kw) / n
-        self.vg = full_coefficients(self.g, **kw) / n
+        # the padded patch vectors in orthonormal Walsh coordinates, (B, P, n*n, C)
+        self.x_walsh = full_coefficients(self.x, **kw) / n
+        self.grad_y_walsh = full_coefficients(self.grad_y, **kw) / n
         if layout == "nchw":
             self.grid = (int(self.x.shape[2]), int(self.x.shape[3]))
-            self.e = 0
+            self.extra_tokens = 0
         else:
             self.grid = tuple(int(v) for v in grid)
-            self.e = int(extra_tokens)
+            self.extra_tokens = int(extra_tokens)
         self.plan = lbpcore.make_plan(self.grid, n, self.basis, pad)
         self.walsh_frame = walsh_basis(n, self.basis)  # (n*n, n*n), orthogonal: row k is basis k in pixels
         self._klt = None
         self._svd = None
-        self._haar = {}
+        self._random = {}
 
-    # -- per-patch projector given by orthonormal rows in Walsh coordinates --
-    def project_g(self, qw):
-        """``Q pad(g)`` in Walsh coordinates (B, P, n*n, C_out) and the r-dim coefficients."""
-        a = np.matmul(qw, self.vg)  # (B, P, r, C_out)
-        return np.matmul(qw.T, a), a
+    # -- per-patch projector Q given by its orthonormal rows q_walsh (r, n*n) in Walsh coordinates --
+    def project_grad_y(self, q_walsh):
+        """``Q pad(grad_y)`` in Walsh coordinates (B, P, n*n, C_out) and its r coefficients (B, P, r, C_out)."""
+        a = np.matmul(q_walsh, self.grad_y_walsh)  # (B, P, r, C_out)
+        return np.matmul(q_walsh.T, a), a
 
-    def backward(self, qw):
-        """(grad_x, grad_weight) for the per-patch projector with Walsh-coordinate rows ``qw``."""
-        pg, a = self.project_g(qw)
-        b = np.matmul(qw, self.vx)  # (B, P, r, C_in)
+    def backward(self, q_walsh):
+        """(grad_x, grad_weight) with ``grad_y`` projected by ``Q``."""
+        pg, a = self.project_grad_y(q_walsh)
+        b = np.matmul(q_walsh, self.x_walsh)  # (B, P, r, C_in)
         gw = np.tensordot(a, b, axes=([0, 1, 2], [0, 1, 2]))
         n = self.n
         coef = pg * n  # unnormalized coefficients on the full basis
         kw = dict(grid=self.grid, patch=n, bases=self.basis, pad=self.pad, layout=self.layout)
         if self.layout == "nchw":
             gproj = lbpcore.reconstruct(coef.transpose(0, 3, 1, 2), **kw)  # (B, C_out, h, w)
-            gx = np.einsum("bohw,oi->bihw", gproj, self.w, optimize=True)
+            gx = np.einsum("bohw,oi->bihw", gproj, self.weight, optimize=True)
         else:
             gproj = lbpcore.reconstruct(coef, **kw)  # (B, h*w, C_out)
-            gx, gw = self.with_extra_tokens(gproj @ self.w, gw)
+            gx, gw = self.with_extra_tokens(gproj @ self.weight, gw)
         return gx, gw
 
     def with_extra_tokens(self, gx, gw):
         """Prepend the exact extra-token rows to ``grad_x`` (tokens) and add their share to ``grad_weight``."""
-        if not self.e:
+        if not self.extra_tokens:
             return gx, gw
-        xe, ge = self.x[:, : self.e], self.g[:, : self.e]
-        return np.concatenate([ge @ self.w, gx], axis=1), gw + np.tensordot(ge, xe, axes=([0, 1], [0, 1]))
+        xe, ge = self.x[:, : self.extra_tokens], self.grad_y[:, : self.extra_tokens]
+        return np.concatenate([ge @ self.weight, gx], axis=1), gw + np.tensordot(ge, xe, axes=([0, 1], [0, 1]))
 
-    def projection_errors(self, qw):
-        pg, _ = self.project_g(qw)
-        px = np.matmul(qw.T, np.matmul(qw, self.vx))
-        return {"grad_y": relative_error(pg, self.vg), "x": relative_error(px, self.vx)}
+    def projection_errors(self, q_walsh):
+        pg, _ = self.project_grad_y(q_walsh)
+        px = np.matmul(q_walsh.T, np.matmul(q_walsh, self.x_walsh))
+        return {"grad_y": relative_error(pg, self.grad_y_walsh), "x": relative_error(px, self.x_walsh)}
 
-    def result(self, method, rank, qw, info=None, grads=None):
-        gx, gw = self.backward(qw) if grads is None else grads
+    def result(self, method, rank, q_walsh, info=None, grads=None):
+        gx, gw = self.backward(q_walsh) if grads is None else grads
         return GradientError(method, int(rank), _metrics(gx, self.dense.grad_x),
-                             _metrics(gw, self.dense.grad_weight), self.projection_errors(qw), dict(info or {}))
+                             _metrics(gw, self.dense.grad_weight), self.projection_errors(q_walsh), dict(info or {}))
 
     # -- bases in Walsh coordinates --
     def walsh_rows(self, basis):
@@ -278,25 +278,25 @@ class _Problem:
 
     def klt_rows(self, r):
         if self._klt is None:
-            gram = np.tensordot(self.vg, self.vg, axes=([0, 1, 3], [0, 1, 3]))  # (n*n, n*n)
+            gram = np.tensordot(self.grad_y_walsh, self.grad_y_walsh, axes=([0, 1, 3], [0, 1, 3]))  # (n*n, n*n)
             self._klt = top_eigenvectors(gram)
         return self._klt[:r]
 
-    def haar_rows(self, r, seed):
+    def random_rows(self, r, seed):
         """Rows of :func:`analysis.baselines.random_basis` (pixel coordinates) in Walsh coordinates."""
-        if seed not in self._haar:
-            self._haar[seed] = self.to_walsh(random_basis(self.n, self.n * self.n, seed))
-        return self._haar[seed][:r]
+        if seed not in self._random:
+            self._random[seed] = self.to_walsh(random_basis(self.n, self.n * self.n, seed))
+        return self._random[seed][:r]
 
     # -- global truncated SVD along tokens, per batch item --
     def grid_tokens(self, a):
         if self.layout == "nchw":
             b, c, h, w = a.shape
             return a.reshape(b, c, h * w).transpose(0, 2, 1)
-        return a[:, self.e:]
+        return a[:, self.extra_tokens:]
 
     def svd_result(self, r):
-        gt = self.grid_tokens(self.g)  # (B, h*w, C_out)
+        gt = self.grid_tokens(self.grad_y)  # (B, h*w, C_out)
         xt = self.grid_tokens(self.x)
         if self._svd is None:
             self._svd = np.linalg.svd(gt, full_matrices=False)[0]  # (B, h*w, m)
@@ -304,15 +304,15 @@ class _Problem:
         k = min(self.plan.num_patches * r, u.shape[2])
         uk = u[:, :, :k]
         gp = uk @ np.matmul(uk.transpose(0, 2, 1), gt)
-        xp_ = uk @ np.matmul(uk.transpose(0, 2, 1), xt)
+        xp = uk @ np.matmul(uk.transpose(0, 2, 1), xt)
         gw = np.tensordot(gp, xt, axes=([0, 1], [0, 1]))
-        gx = gp @ self.w  # (B, h*w, C_in)
+        gx = gp @ self.weight  # (B, h*w, C_in)
         if self.layout == "nchw":
             b, c_in, h, w = self.x.shape
             gx = gx.transpose(0, 2, 1).reshape(b, c_in, h, w)
         else:
             gx, gw = self.with_extra_tokens(gx, gw)
-        proj = {"grad_y": relative_error(gp, gt), "x": relative_error(xp_, xt)}
+        proj = {"grad_y": relative_error(gp, gt), "x": relative_error(xp, xt)}
         return GradientError("svd", int(r), _metrics(gx, self.dense.grad_x), _metrics(gw, self.dense.grad_weight),
                              proj, {"svd_rank": int(k), "scope": "per batch item, grid tokens"})
 
@@ -428,8 +428,8 @@ def subspace_backward(x, weight, grad_y, basis, *, grid=None, patch=None, pad="r
 
 def _report(prob, basis, methods, seed):
     r = basis.rank
-    gl = lbpcore.lbp_backward(prob.x, prob.w, prob.g, grid=prob.grid, patch=prob.n, bases=basis, pad=prob.pad,
-                              extra_tokens=prob.e, layout=prob.layout)
+    gl = lbpcore.lbp_backward(prob.x, prob.weight, prob.grad_y, grid=prob.grid, patch=prob.n, bases=basis,
+                              pad=prob.pad, extra_tokens=prob.extra_tokens, layout=prob.layout)
     lbp = prob.result("lbp", r, prob.walsh_rows(basis), {"bases": basis.spec},
                       grads=(gl.grad_x, gl.grad_weight))
     out = {}
@@ -439,7 +439,7 @@ def _report(prob, basis, methods, seed):
         elif m == "klt":
             out[m] = prob.result(m, r, prob.klt_rows(r), {"fit": "grad_y patch vectors, uncentered"})
         elif m == "random":
-            out[m] = prob.result(m, r, prob.haar_rows(r, seed), {"seed": seed})
+            out[m] = prob.result(m, r, prob.random_rows(r, seed), {"seed": seed})
         else:
             out[m] = prob.svd_result(r)
     return ErrorReport(rank=r, patch=prob.n, grid=prob.grid, num_patches=prob.plan.num_patches,
@@ -497,8 +497,8 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     methods = _check_methods(baselines)
     prob = _Problem(x, weight, grad_y, grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens, layout=layout)
     if isinstance(bases, str) and bases.strip().startswith("energy"):
-        basis = lbpcore.select_bases(prob.n, bases, calibration=prob.g, grid=prob.grid, extra_tokens=prob.e,
-                                     pad=pad, layout=layout)
+        basis = lbpcore.select_bases(prob.n, bases, calibration=prob.grad_y, grid=prob.grid,
+                                     extra_tokens=prob.extra_tokens, pad=pad, layout=layout)
     else:
         basis = lbpcore.select_bases(prob.n, bases)
     return _report(prob, basis, methods, seed)
