@@ -1,58 +1,15 @@
-"""Gradient error of LBP-WHT against the dense backward, and rank-matched baselines.
+"""Gradient error of LBP-WHT against the dense backward, next to rank-matched baselines.
 
-For one linear layer ``(x, weight, grad_y)`` and a per-patch rank ``r`` this
-module compares the approximate gradients
+For one linear layer ``(x, weight, grad_y)`` and a per-patch rank ``r``,
+:func:`gradient_errors` compares the gradients of the backward with ``grad_y``
+projected patch by patch (``lbp``: the selected Walsh bases; ``dct``, ``klt``,
+``random``: the subspaces of :mod:`analysis.baselines`) or along the tokens
+(``svd``: a global truncated SVD of rank ``P r``) with
+:func:`lbpcore.dense_backward`.  The baselines, what is guaranteed about their
+errors and what is not, are explained in :ref:`method-baselines`.
 
-    grad_x      = crop(Q pad(grad_y)) @ W          (exact on extra tokens)
-    grad_weight = (Q pad(grad_y))^T pad(x)         (+ exact extra-token part)
-
-with :func:`lbpcore.dense_backward`, for several projectors ``Q``:
-
-``lbp``
-    The selected 2D Walsh–Hadamard bases (:func:`lbpcore.lbp_backward` itself).
-``dct``
-    2D DCT-II basis images, the first ``r`` frequencies in the same
-    ``(i + j, i, j)`` low-pass order (``lp_l1:k`` picks the same pairs).
-``klt``
-    Per-patch KLT/PCA: the ``r``-dimensional subspace of the ``n*n`` patch
-    vectors that captures the most energy of ``grad_y``, fitted on the data
-    itself (all batch, patch and channel vectors of the padded ``grad_y``;
-    uncentered, because a projector has no offset).  No per-patch rank-``r``
-    projection can have a smaller projection error of ``grad_y``: it is the
-    physical limit of the method.
-``svd``
-    Global truncated SVD of ``grad_y`` along tokens, per batch item, of rank
-    ``P * r`` (the number of coefficient rows the LBP GEMMs use; capped by
-    ``min(h*w, C_out)``), on the unpadded grid; extra tokens exact.
-``random``
-    A seeded random orthonormal ``r``-dimensional subspace per patch (Haar
-    distributed; the subspaces for increasing ``r`` are nested).
-
-Every per-patch projector is applied through the same machinery: the full
-Walsh coefficients of :func:`lbpcore.project` (``lp_linf:n``) divided by ``n``
-are the patch vectors in an orthonormal basis, ``Q`` is expressed in those
-coordinates, and :func:`lbpcore.reconstruct` gives ``crop(Q pad(g))``.  No
-padding or patch extraction is re-implemented; with the Walsh selection the
-machinery reproduces :func:`lbpcore.lbp_backward` to rounding.
-
-What is guaranteed (and tested)
--------------------------------
-* Projection error of ``grad_y`` (``GradientError.projection["grad_y"]``, on
-  the padded patch vectors): ``klt <= lbp``, ``klt <= dct``, ``klt <= random``
-  at every rank.  On a divisible grid also ``svd <= klt`` (Eckart–Young: a
-  per-patch projector is one particular rank-``P r`` projector on the token
-  axis).
-* ``grad_x`` and ``grad_weight`` errors are **not** ordered in general: ``W``
-  (or ``x``) may weight exactly the part of ``grad_y`` that the KLT drops to
-  fit the dominant energy.  What holds on a divisible grid without extra
-  tokens: ``||grad_x error||_F <= ||W||_2 ||(I - Q) g||_F`` (the relative
-  ``grad_x`` error equals the projection error of ``grad_y`` when ``W`` has
-  orthonormal rows, ``W W^T = I``, so then the ordering carries over), and ``||grad_weight error||_F <=
-  ||(I - Q) g||_F ||(I - Q) x||_F`` because ``g^T (I - Q) x = ((I - Q) g)^T
-  ((I - Q) x)``.
-
-All computations run in float64 whatever the input dtype (float32 input is
-converted), so the errors measure the approximation, not float32 rounding.
+All computations run in float64 whatever the input dtype, so the errors
+measure the approximation, not float32 rounding.
 """
 
 from __future__ import annotations
@@ -63,19 +20,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import lbpcore
-from analysis.metrics import cosine, relative_error
-from analysis.progress import progress_bar
-from analysis.spectrum import full_basis
+
+from .baselines import dct_basis, random_basis, top_eigenvectors, walsh_basis
+from .metrics import cosine, relative_error
+from .progress import progress_bar
+from .spectrum import full_basis, full_coefficients
 
 __all__ = [
     "BASELINES",
     "GradientError",
     "ErrorReport",
-    "dct_matrix",
-    "dct_basis",
-    "walsh_basis",
-    "klt_basis",
-    "random_basis",
     "patch_vectors",
     "subspace_backward",
     "gradient_errors",
@@ -243,200 +197,6 @@ def report_rows(reports) -> list:
 
 
 # ---------------------------------------------------------------------------
-# per-patch bases (rows are orthonormal vectors of length n*n, row-major pixels)
-
-
-def dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II matrix.
-
-    Parameters
-    ----------
-    n : int
-        Length, positive.
-
-    Returns
-    -------
-    ndarray of float64, shape (n, n)
-        ``D[k, u] = s_k cos(pi (2u + 1) k / (2n))`` with ``s_0 = sqrt(1/n)``,
-        ``s_k = sqrt(2/n)``; ``D @ D.T = I`` (``scipy.fft.dct(..., norm="ortho")``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from analysis.errors import dct_matrix
-    >>> d = dct_matrix(4)
-    >>> bool(np.allclose(d @ d.T, np.eye(4))), round(float(d[0, 0]), 4)
-    (True, 0.5)
-    """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    k = np.arange(n)[:, None]
-    u = np.arange(n)[None, :]
-    d = np.cos(np.pi * (2 * u + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
-    d[0] /= math.sqrt(2.0)
-    return d
-
-
-def dct_basis(n: int, r: int) -> np.ndarray:
-    """Low-pass 2D DCT-II basis images of an ``n x n`` patch.
-
-    Parameters
-    ----------
-    n : int
-        Patch size, a power of two.
-    r : int
-        Number of images, ``1 <= r <= n*n``.
-
-    Returns
-    -------
-    ndarray of float64, shape (r, n*n)
-        Orthonormal rows ``outer(d_i, d_j).ravel()`` for the first ``r`` pairs
-        ``(i, j)`` in ``(i + j, i, j)`` order (the order of ``lp_l1``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from analysis.errors import dct_basis
-    >>> q = dct_basis(4, 3)
-    >>> q.shape, bool(np.allclose(q @ q.T, np.eye(3)))
-    ((3, 16), True)
-    """
-    pairs = full_basis(n).indices
-    r = _check_rank(r, n)
-    d = dct_matrix(n)
-    i, j = pairs[:r, 0], pairs[:r, 1]
-    return (d[i, :, None] * d[j, None, :]).reshape(r, n * n)
-
-
-def walsh_basis(n: int, bases="lp_l1:6") -> np.ndarray:
-    """Selected 2D Walsh basis images, normalized to orthonormal rows.
-
-    Parameters
-    ----------
-    n : int
-        Patch size, a power of two.
-    bases : str, sequence of pairs or lbpcore.BasisSet
-        As for :func:`lbpcore.select_bases`.
-
-    Returns
-    -------
-    ndarray of float64, shape (r, n*n)
-        ``images / n`` flattened row-major, in ``BasisSet.indices`` order.
-
-    Examples
-    --------
-    >>> from analysis.errors import walsh_basis
-    >>> walsh_basis(2, "lp_l1:2").tolist()
-    [[0.5, 0.5, 0.5, 0.5], [0.5, -0.5, 0.5, -0.5], [0.5, 0.5, -0.5, -0.5]]
-    """
-    b = lbpcore.select_bases(n, bases)
-    return b.images().reshape(b.rank, n * n) / n
-
-
-def _check_rank(r, n):
-    r = int(r)
-    if not 1 <= r <= n * n:
-        raise ValueError(f"rank must be between 1 and {n * n} for patch size {n}, got {r}")
-    return r
-
-
-def _sign_fix(vecs):
-    """Make the largest-magnitude entry of each row positive (deterministic output)."""
-    idx = np.argmax(np.abs(vecs), axis=1)
-    s = np.sign(vecs[np.arange(vecs.shape[0]), idx])
-    s[s == 0] = 1.0
-    return vecs * s[:, None]
-
-
-def _klt_from_gram(gram):
-    """All eigenvectors of a Gram matrix as rows, by decreasing eigenvalue."""
-    evals, evecs = np.linalg.eigh(gram)
-    order = np.argsort(-evals, kind="stable")
-    return evals[order], _sign_fix(evecs[:, order].T)
-
-
-def klt_basis(vectors, r: int) -> np.ndarray:
-    """Optimal ``r``-dimensional subspace (KLT/PCA) of a set of vectors.
-
-    Parameters
-    ----------
-    vectors : array_like, shape (N, d)
-        Samples, e.g. patch vectors from :func:`patch_vectors`.
-    r : int
-        Subspace dimension, ``1 <= r <= d``.
-
-    Returns
-    -------
-    ndarray of float64, shape (r, d)
-        Orthonormal rows: the top ``r`` eigenvectors of the (uncentered)
-        second-moment matrix ``V^T V``, by decreasing eigenvalue, signs fixed
-        so that each row's largest-magnitude entry is positive.  Their span
-        minimizes ``sum ||v - Q v||^2`` over all rank-``r`` projectors ``Q``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from analysis.errors import klt_basis
-    >>> v = np.array([[3.0, 0.0], [0.0, 1.0], [-3.0, 0.1]])
-    >>> klt_basis(v, 1).round(3).tolist()
-    [[1.0, -0.018]]
-    """
-    v = np.asarray(vectors, dtype=np.float64)
-    if v.ndim != 2:
-        raise ValueError(f"vectors must have shape (N, d), got {v.shape}")
-    d = v.shape[1]
-    r = int(r)
-    if not 1 <= r <= d:
-        raise ValueError(f"r must be between 1 and {d}, got {r}")
-    return _klt_from_gram(v.T @ v)[1][:r]
-
-
-def random_basis(n: int, r: int, seed=0) -> np.ndarray:
-    """Random orthonormal ``r``-dimensional subspace of ``n x n`` patches.
-
-    Parameters
-    ----------
-    n : int
-        Patch size.
-    r : int
-        ``1 <= r <= n*n``.
-    seed : int or numpy.random.Generator, optional
-
-    Returns
-    -------
-    ndarray of float64, shape (r, n*n)
-        The first ``r`` rows of a Haar-random orthogonal matrix drawn from
-        ``seed`` (so subspaces for increasing ``r`` are nested).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from analysis.errors import random_basis
-    >>> q = random_basis(4, 5, seed=1)
-    >>> q.shape, bool(np.allclose(q @ q.T, np.eye(5)))
-    ((5, 16), True)
-    """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    r = _check_rank(r, n)
-    return _haar(n * n, seed)[:r]
-
-
-def _haar(d, seed):
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    q, rr = np.linalg.qr(rng.standard_normal((d, d)))
-    q = q * np.where(np.diag(rr) < 0, -1.0, 1.0)[None, :]
-    return q.T
-
-
-def _walsh_frame(n):
-    """(n*n, n*n): row k is Walsh image k of the full basis / n, flattened (orthogonal)."""
-    return walsh_basis(n, full_basis(n))
-
-
-# ---------------------------------------------------------------------------
 # the generic per-patch projection machinery
 
 
@@ -445,69 +205,67 @@ class _Problem:
 
     def __init__(self, x, weight, grad_y, *, grid, patch, pad, extra_tokens, layout):
         self.x = np.asarray(x, dtype=np.float64)
-        self.w = np.asarray(weight, dtype=np.float64)
-        self.g = np.asarray(grad_y, dtype=np.float64)
+        self.weight = np.asarray(weight, dtype=np.float64)
+        self.grad_y = np.asarray(grad_y, dtype=np.float64)
         self.layout = layout
         self.pad = pad
-        self.dense = lbpcore.dense_backward(self.x, self.w, self.g, layout=layout)  # validates shapes
+        self.dense = lbpcore.dense_backward(self.x, self.weight, self.grad_y, layout=layout)  # validates shapes, layout
         self.basis = full_basis(patch)
         n = self.n = self.basis.patch
-        kw = dict(grid=grid, patch=n, bases=self.basis, pad=pad, extra_tokens=extra_tokens, layout=layout)
-        cx = lbpcore.project(self.x, **kw)
-        cg = lbpcore.project(self.g, **kw)
+        kw = dict(grid=grid, patch=n, pad=pad, extra_tokens=extra_tokens, layout=layout)
+        # the padded patch vectors in orthonormal Walsh coordinates, (B, P, n*n, C)
+        self.x_walsh = full_coefficients(self.x, **kw) / n
+        self.grad_y_walsh = full_coefficients(self.grad_y, **kw) / n
         if layout == "nchw":
             self.grid = (int(self.x.shape[2]), int(self.x.shape[3]))
-            cx, cg = cx.transpose(0, 2, 3, 1), cg.transpose(0, 2, 3, 1)
-            self.e = 0
+            self.extra_tokens = 0
         else:
             self.grid = tuple(int(v) for v in grid)
-            self.e = int(extra_tokens)
+            self.extra_tokens = int(extra_tokens)
         self.plan = lbpcore.make_plan(self.grid, n, self.basis, pad)
-        # orthonormal Walsh coordinates of the padded patch vectors, (B, P, n*n, C)
-        self.vx = cx / n
-        self.vg = cg / n
-        self.vx_norm = float(np.linalg.norm(self.vx.ravel()))
-        self.vg_norm = float(np.linalg.norm(self.vg.ravel()))
+        self.walsh_frame = walsh_basis(n, self.basis)  # (n*n, n*n), orthogonal: row k is basis k in pixels
         self._klt = None
         self._svd = None
-        self._haar = {}
+        self._random = {}
 
-    # -- per-patch projector given by orthonormal rows in Walsh coordinates --
-    def project_g(self, qw):
-        """``Q pad(g)`` in Walsh coordinates (B, P, n*n, C_out) and the r-dim coefficients."""
-        a = np.matmul(qw, self.vg)  # (B, P, r, C_out)
-        return np.matmul(qw.T, a), a
+    # -- per-patch projector Q given by its orthonormal rows q_walsh (r, n*n) in Walsh coordinates --
+    def project_grad_y(self, q_walsh):
+        """``Q pad(grad_y)`` in Walsh coordinates (B, P, n*n, C_out) and its r coefficients (B, P, r, C_out)."""
+        a = np.matmul(q_walsh, self.grad_y_walsh)  # (B, P, r, C_out)
+        return np.matmul(q_walsh.T, a), a
 
-    def backward(self, qw):
-        """(grad_x, grad_weight) for the per-patch projector with Walsh-coordinate rows ``qw``."""
-        pg, a = self.project_g(qw)
-        b = np.matmul(qw, self.vx)  # (B, P, r, C_in)
+    def backward(self, q_walsh):
+        """(grad_x, grad_weight) with ``grad_y`` projected by ``Q``."""
+        pg, a = self.project_grad_y(q_walsh)
+        b = np.matmul(q_walsh, self.x_walsh)  # (B, P, r, C_in)
         gw = np.tensordot(a, b, axes=([0, 1, 2], [0, 1, 2]))
         n = self.n
         coef = pg * n  # unnormalized coefficients on the full basis
         kw = dict(grid=self.grid, patch=n, bases=self.basis, pad=self.pad, layout=self.layout)
         if self.layout == "nchw":
             gproj = lbpcore.reconstruct(coef.transpose(0, 3, 1, 2), **kw)  # (B, C_out, h, w)
-            gx = np.einsum("bohw,oi->bihw", gproj, self.w, optimize=True)
+            gx = np.einsum("bohw,oi->bihw", gproj, self.weight, optimize=True)
         else:
             gproj = lbpcore.reconstruct(coef, **kw)  # (B, h*w, C_out)
-            gx = gproj @ self.w
-            if self.e:
-                xe, ge = self.x[:, : self.e], self.g[:, : self.e]
-                gw = gw + np.tensordot(ge, xe, axes=([0, 1], [0, 1]))
-                gx = np.concatenate([ge @ self.w, gx], axis=1)
+            gx, gw = self.with_extra_tokens(gproj @ self.weight, gw)
         return gx, gw
 
-    def projection_errors(self, qw):
-        pg, _ = self.project_g(qw)
-        px = np.matmul(qw.T, np.matmul(qw, self.vx))
-        return {"grad_y": _ratio(np.linalg.norm((self.vg - pg).ravel()), self.vg_norm),
-                "x": _ratio(np.linalg.norm((self.vx - px).ravel()), self.vx_norm)}
+    def with_extra_tokens(self, gx, gw):
+        """Prepend the exact extra-token rows to ``grad_x`` (tokens) and add their share to ``grad_weight``."""
+        if not self.extra_tokens:
+            return gx, gw
+        xe, ge = self.x[:, : self.extra_tokens], self.grad_y[:, : self.extra_tokens]
+        return np.concatenate([ge @ self.weight, gx], axis=1), gw + np.tensordot(ge, xe, axes=([0, 1], [0, 1]))
 
-    def result(self, method, rank, qw, info=None, grads=None):
-        gx, gw = self.backward(qw) if grads is None else grads
+    def projection_errors(self, q_walsh):
+        pg, _ = self.project_grad_y(q_walsh)
+        px = np.matmul(q_walsh.T, np.matmul(q_walsh, self.x_walsh))
+        return {"grad_y": relative_error(pg, self.grad_y_walsh), "x": relative_error(px, self.x_walsh)}
+
+    def result(self, method, rank, q_walsh, info=None, grads=None):
+        gx, gw = self.backward(q_walsh) if grads is None else grads
         return GradientError(method, int(rank), _metrics(gx, self.dense.grad_x),
-                             _metrics(gw, self.dense.grad_weight), self.projection_errors(qw), dict(info or {}))
+                             _metrics(gw, self.dense.grad_weight), self.projection_errors(q_walsh), dict(info or {}))
 
     # -- bases in Walsh coordinates --
     def walsh_rows(self, basis):
@@ -516,29 +274,29 @@ class _Problem:
         return np.eye(self.n * self.n)[rows]
 
     def to_walsh(self, q_pixels):
-        return q_pixels @ _walsh_frame(self.n).T
+        return q_pixels @ self.walsh_frame.T
 
     def klt_rows(self, r):
         if self._klt is None:
-            gram = np.tensordot(self.vg, self.vg, axes=([0, 1, 3], [0, 1, 3]))  # (n*n, n*n)
-            self._klt = _klt_from_gram(gram)
-        return self._klt[1][:r]
+            gram = np.tensordot(self.grad_y_walsh, self.grad_y_walsh, axes=([0, 1, 3], [0, 1, 3]))  # (n*n, n*n)
+            self._klt = top_eigenvectors(gram)
+        return self._klt[:r]
 
-    def haar_rows(self, r, seed):
-        """Rows of :func:`random_basis` (pixel coordinates) in Walsh coordinates."""
-        if seed not in self._haar:
-            self._haar[seed] = self.to_walsh(_haar(self.n * self.n, seed))
-        return self._haar[seed][:r]
+    def random_rows(self, r, seed):
+        """Rows of :func:`analysis.baselines.random_basis` (pixel coordinates) in Walsh coordinates."""
+        if seed not in self._random:
+            self._random[seed] = self.to_walsh(random_basis(self.n, self.n * self.n, seed))
+        return self._random[seed][:r]
 
     # -- global truncated SVD along tokens, per batch item --
     def grid_tokens(self, a):
         if self.layout == "nchw":
             b, c, h, w = a.shape
             return a.reshape(b, c, h * w).transpose(0, 2, 1)
-        return a[:, self.e:]
+        return a[:, self.extra_tokens:]
 
     def svd_result(self, r):
-        gt = self.grid_tokens(self.g)  # (B, h*w, C_out)
+        gt = self.grid_tokens(self.grad_y)  # (B, h*w, C_out)
         xt = self.grid_tokens(self.x)
         if self._svd is None:
             self._svd = np.linalg.svd(gt, full_matrices=False)[0]  # (B, h*w, m)
@@ -546,33 +304,17 @@ class _Problem:
         k = min(self.plan.num_patches * r, u.shape[2])
         uk = u[:, :, :k]
         gp = uk @ np.matmul(uk.transpose(0, 2, 1), gt)
-        xp_ = uk @ np.matmul(uk.transpose(0, 2, 1), xt)
+        xp = uk @ np.matmul(uk.transpose(0, 2, 1), xt)
         gw = np.tensordot(gp, xt, axes=([0, 1], [0, 1]))
-        gx = gp @ self.w  # (B, h*w, C_in)
+        gx = gp @ self.weight  # (B, h*w, C_in)
         if self.layout == "nchw":
             b, c_in, h, w = self.x.shape
             gx = gx.transpose(0, 2, 1).reshape(b, c_in, h, w)
-        elif self.e:
-            xe, ge = self.x[:, : self.e], self.g[:, : self.e]
-            gw = gw + np.tensordot(ge, xe, axes=([0, 1], [0, 1]))
-            gx = np.concatenate([ge @ self.w, gx], axis=1)
-        proj = {"grad_y": relative_error(gp, gt), "x": relative_error(xp_, xt)}
+        else:
+            gx, gw = self.with_extra_tokens(gx, gw)
+        proj = {"grad_y": relative_error(gp, gt), "x": relative_error(xp, xt)}
         return GradientError("svd", int(r), _metrics(gx, self.dense.grad_x), _metrics(gw, self.dense.grad_weight),
                              proj, {"svd_rank": int(k), "scope": "per batch item, grid tokens"})
-
-
-def _ratio(num, den):
-    num, den = float(num), float(den)
-    if den == 0.0:
-        return 0.0 if num == 0.0 else math.inf
-    return num / den
-
-
-def _check_layout(layout, pad, grid):
-    if layout not in ("tokens", "nchw"):
-        raise ValueError(f"layout must be one of 'tokens', 'nchw', got {layout!r}")
-    if layout == "tokens" and grid is None:
-        raise ValueError("grid=(h, w) is required for layout='tokens'")
 
 
 def _check_methods(methods):
@@ -597,8 +339,8 @@ def patch_vectors(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layou
     ndarray of float64, shape (B * P * C, n*n)
         Row ``(b, p, c)`` (in that nesting order) is patch ``p`` of channel
         ``c`` of item ``b`` of the padded grid, flattened row-major.  Obtained
-        from the full Walsh coefficients of :func:`lbpcore.project` by an
-        orthogonal change of basis.
+        from :func:`analysis.spectrum.full_coefficients` by an orthogonal
+        change of basis.
 
     Examples
     --------
@@ -608,15 +350,11 @@ def patch_vectors(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layou
     >>> patch_vectors(x, grid=(4, 4), patch=2)[1].round(12).tolist()  # patch (0, 1)
     [2.0, 3.0, 6.0, 7.0]
     """
-    _check_layout(layout, pad, grid)
     basis = full_basis(patch)
     n = basis.patch
-    c = lbpcore.project(np.asarray(x, dtype=np.float64), grid=grid, patch=n, bases=basis, pad=pad,
-                        extra_tokens=extra_tokens, layout=layout)
-    if layout == "nchw":
-        c = c.transpose(0, 2, 3, 1)
-    v = (c / n).transpose(0, 1, 3, 2).reshape(-1, n * n)
-    return v @ _walsh_frame(n)
+    coef = full_coefficients(x, grid=grid, patch=n, pad=pad, extra_tokens=extra_tokens, layout=layout)
+    v = (coef / n).transpose(0, 1, 3, 2).reshape(-1, n * n)
+    return v @ walsh_basis(n, basis)
 
 
 def subspace_backward(x, weight, grad_y, basis, *, grid=None, patch=None, pad="reflect", extra_tokens=0,
@@ -665,7 +403,6 @@ def subspace_backward(x, weight, grad_y, basis, *, grid=None, patch=None, pad="r
     >>> bool(np.allclose(ours.grad_x, ref.grad_x)), bool(np.allclose(ours.grad_weight, ref.grad_weight))
     (True, True)
     """
-    _check_layout(layout, pad, grid)
     q = None
     if not isinstance(basis, (str, lbpcore.BasisSet)):
         q = np.asarray(basis, dtype=np.float64)
@@ -691,8 +428,8 @@ def subspace_backward(x, weight, grad_y, basis, *, grid=None, patch=None, pad="r
 
 def _report(prob, basis, methods, seed):
     r = basis.rank
-    gl = lbpcore.lbp_backward(prob.x, prob.w, prob.g, grid=prob.grid, patch=prob.n, bases=basis, pad=prob.pad,
-                              extra_tokens=prob.e, layout=prob.layout)
+    gl = lbpcore.lbp_backward(prob.x, prob.weight, prob.grad_y, grid=prob.grid, patch=prob.n, bases=basis,
+                              pad=prob.pad, extra_tokens=prob.extra_tokens, layout=prob.layout)
     lbp = prob.result("lbp", r, prob.walsh_rows(basis), {"bases": basis.spec},
                       grads=(gl.grad_x, gl.grad_weight))
     out = {}
@@ -702,7 +439,7 @@ def _report(prob, basis, methods, seed):
         elif m == "klt":
             out[m] = prob.result(m, r, prob.klt_rows(r), {"fit": "grad_y patch vectors, uncentered"})
         elif m == "random":
-            out[m] = prob.result(m, r, prob.haar_rows(r, seed), {"seed": seed})
+            out[m] = prob.result(m, r, prob.random_rows(r, seed), {"seed": seed})
         else:
             out[m] = prob.svd_result(r)
     return ErrorReport(rank=r, patch=prob.n, grid=prob.grid, num_patches=prob.plan.num_patches,
@@ -730,8 +467,8 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     pad, extra_tokens, layout
         As for :func:`lbpcore.lbp_backward`.
     baselines : sequence of str, optional
-        Subset of ``("dct", "klt", "svd", "random")`` (all by default); see
-        the module docstring.
+        Subset of :data:`BASELINES`, ``("dct", "klt", "svd", "random")`` (all by
+        default); see :ref:`method-baselines`.
     seed : int, optional
         Seed of the ``random`` baseline.
 
@@ -757,12 +494,11 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     >>> bool(rep.baselines["klt"].projection["grad_y"] <= rep.lbp.projection["grad_y"])
     True
     """
-    _check_layout(layout, pad, grid)
     methods = _check_methods(baselines)
     prob = _Problem(x, weight, grad_y, grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens, layout=layout)
     if isinstance(bases, str) and bases.strip().startswith("energy"):
-        basis = lbpcore.select_bases(prob.n, bases, calibration=prob.g, grid=prob.grid, extra_tokens=prob.e,
-                                     pad=pad, layout=layout)
+        basis = lbpcore.select_bases(prob.n, bases, calibration=prob.grad_y, grid=prob.grid,
+                                     extra_tokens=prob.extra_tokens, pad=pad, layout=layout)
     else:
         basis = lbpcore.select_bases(prob.n, bases)
     return _report(prob, basis, methods, seed)
@@ -805,7 +541,6 @@ def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELI
     >>> bool(sweep[-1].lbp.grad_x["rel_error"] < 1e-12)  # every basis: exact
     True
     """
-    _check_layout(layout, pad, grid)
     methods = _check_methods(methods)
     prob = _Problem(x, weight, grad_y, grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens, layout=layout)
     ks = list(range(1, 2 * prob.n)) if ks is None else [int(k) for k in ks]

@@ -23,7 +23,7 @@ DEFAULT_SAMPLE_IMAGES = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "l
 
 
 def _sample_path(name: str) -> Path | None:
-    import matplotlib.cbook as cbook  # noqa: PLC0415
+    import matplotlib.cbook as cbook  # noqa: PLC0415 - matplotlib is optional, loaded only to read pictures
 
     try:
         path = Path(cbook.get_sample_data(name, asfileobj=False))
@@ -34,7 +34,7 @@ def _sample_path(name: str) -> Path | None:
 
 @functools.lru_cache(maxsize=None)
 def _load_rgb(name: str, background: float) -> np.ndarray | None:
-    import matplotlib.image as mimage  # noqa: PLC0415
+    import matplotlib.image as mimage  # noqa: PLC0415 - matplotlib is optional, loaded only to read pictures
 
     path = _sample_path(name)
     if path is None:

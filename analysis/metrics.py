@@ -1,8 +1,8 @@
 """Comparison metrics of an approximate array against an exact one: one definition each.
 
 Every number :mod:`analysis` reports about an approximation (gradient errors,
-fidelity of a whole backward pass, the report's tables) is computed here, in
-float64, with one convention for zero arrays.
+fidelity of a whole backward pass, energy kept by a selection, the report's
+tables) is computed here, in float64, with one convention for zero arrays.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["relative_error", "cosine"]
+__all__ = ["relative_error", "cosine", "energy_fraction"]
 
 
 def relative_error(a, b) -> float:
@@ -70,3 +70,36 @@ def cosine(a, b) -> float:
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
     return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+
+
+def energy_fraction(kept, total):
+    """Fraction ``kept / total`` of an energy (a sum of squares) that a projection keeps.
+
+    Parameters
+    ----------
+    kept : float or array_like
+        Energy kept, e.g. ``||P g||^2`` or a sum of spectrum entries.
+    total : float or array_like, broadcastable with ``kept``
+        Total energy, e.g. ``||g||^2``; non-negative.
+
+    Returns
+    -------
+    float or ndarray of float64
+        ``kept / total``, clipped to at most 1.0 (rounding can push a sum of
+        kept parts past the total); 1.0 where ``total`` is 0 (nothing to lose).
+        A float for scalar inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.metrics import energy_fraction
+    >>> energy_fraction(3.0, 4.0), energy_fraction(0.0, 0.0)
+    (0.75, 1.0)
+    >>> energy_fraction(np.array([1.0, 2.0]), 2.0).tolist()
+    [0.5, 1.0]
+    """
+    kept = np.asarray(kept, dtype=np.float64)
+    total = np.asarray(total, dtype=np.float64)
+    safe = np.where(total > 0, total, 1.0)
+    frac = np.where(total > 0, np.minimum(kept / safe, 1.0), 1.0)
+    return float(frac) if frac.ndim == 0 else frac

@@ -1,25 +1,17 @@
-"""Walsh–Hadamard energy spectra of token grids and energy kept by basis selections.
+"""Walsh–Hadamard energy spectra of token grids and the energy a basis selection keeps.
 
 For each batch item, patch and channel of a token grid (padded as in
-:func:`lbpcore.project`), the ``n*n`` unnormalized coefficients
-``c_ij = sum_{u,v} B[i, j][u, v] Z[u, v]`` on *every* 2D sequency-ordered
-Walsh basis image are computed by :func:`lbpcore.project` with the full basis
-set ``lp_linf:n``.  The **energy map** is ``sum c_ij**2`` (the L2 map) and the
-**L1 map** ``sum |c_ij|``, summed over batch, patches and channels (or kept per
-channel / per patch).  By Parseval, ``energy_map.sum() / n**2`` is the squared
-Frobenius norm of the padded grid, and the energy a selection ``S`` keeps,
+:func:`lbpcore.project`), :func:`full_coefficients` gives the ``n*n``
+unnormalized coefficients on *every* 2D Walsh basis image.  The **energy map**
+sums their squares (the L2 map), the **L1 map** their absolute values, over
+batch, patches and channels (or per channel / per patch).  By Parseval the
+energy a selection keeps is the sum of the map over the selected pairs
+(:func:`energy_kept`); the identity and what it means are explained in
+:ref:`method-energy`.
 
-    kept(S) = sum_{(i, j) in S} energy_map[i, j] / energy_map.sum(),
-
-equals ``1 - ||g - P g||^2 / ||g||^2`` for the patch projector ``P`` of ``S``
-(on the padded grid; exactly the grid when ``n`` divides it).
-
-Everything is accumulated in float64 whatever the input dtype (float32 input
-is converted chunk by chunk), so float32 and float64 data give the same maps up
-to the rounding of the input itself.  :class:`SpectrumAccumulator` processes a
-dataset chunk by chunk (along the batch axis) in bounded memory; a memory-mapped
-array (``numpy.load(..., mmap_mode="r")``) can be passed whole, since it is read
-in sub-batches.
+Everything is accumulated in float64 whatever the input dtype;
+:class:`SpectrumAccumulator` processes a dataset chunk by chunk in bounded
+memory (a memory-mapped array can be passed whole).
 """
 
 from __future__ import annotations
@@ -30,6 +22,8 @@ import numpy as np
 
 import lbpcore
 
+from .metrics import energy_fraction
+
 __all__ = [
     "PER_CHOICES",
     "POLICIES",
@@ -39,6 +33,7 @@ __all__ = [
     "energy_kept",
     "energy_curves",
     "full_basis",
+    "full_coefficients",
 ]
 
 #: Breakdowns of :func:`energy_maps` (``per=``): none, per channel, per patch.
@@ -70,6 +65,38 @@ def full_basis(n: int) -> lbpcore.BasisSet:
     [[0, 0], [0, 1], [1, 0], [1, 1]]
     """
     return lbpcore.select_bases(n, f"lp_linf:{n}")
+
+
+def full_coefficients(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout="tokens"):
+    """Unnormalized coefficients of every padded patch on all ``n*n`` Walsh basis images.
+
+    Parameters
+    ----------
+    x : array_like, shape (B, e + h*w, C) or (B, C, H, W)
+        Converted to float64.
+    grid, patch, pad, extra_tokens, layout
+        As for :func:`lbpcore.project` (``grid`` is required for tokens).
+
+    Returns
+    -------
+    ndarray of float64, shape (B, P, n*n, C)
+        ``[b, p, k, c]``: coefficient of patch ``p`` (row-major over the padded
+        grid) of channel ``c`` on basis ``full_basis(n).indices[k]``, for both
+        layouts.  Divided by ``n``, these are the patch vectors in an
+        orthonormal basis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.spectrum import full_coefficients
+    >>> c = full_coefficients(np.ones((2, 3, 8, 8)), patch=4, layout="nchw")
+    >>> c.shape, float(c[0, 0, 0, 0]), float(abs(c[..., 1:, :]).max())
+    ((2, 4, 16, 3), 16.0, 0.0)
+    """
+    basis = full_basis(patch)
+    coef = lbpcore.project(np.asarray(x, dtype=np.float64), grid=grid, patch=basis.patch, bases=basis, pad=pad,
+                           extra_tokens=extra_tokens, layout=layout)
+    return coef.transpose(0, 2, 3, 1) if layout == "nchw" else coef
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,13 +307,10 @@ class SpectrumAccumulator:
         return self
 
     def _add(self, x):
-        n = self.patch
-        coef = lbpcore.project(x, grid=self.grid, patch=n, bases=self.basis, pad=self.pad,
-                               extra_tokens=self.extra_tokens, layout=self.layout)
-        if self.layout == "nchw":
-            if self.grid is None:
-                self.grid = (int(x.shape[2]), int(x.shape[3]))
-            coef = coef.transpose(0, 2, 3, 1)  # (b, P, K, C)
+        coef = full_coefficients(x, grid=self.grid, patch=self.patch, pad=self.pad, extra_tokens=self.extra_tokens,
+                                 layout=self.layout)  # (b, P, K, C)
+        if self.grid is None:  # nchw: the grid is the spatial shape
+            self.grid = (int(x.shape[2]), int(x.shape[3]))
         c = coef.shape[3]
         if self._channels is None:
             self._channels = c
@@ -465,11 +489,7 @@ def energy_kept(energy_map, bases):
         basis = lbpcore.select_bases(n, bases, calibration=cal)
     else:
         basis = lbpcore.select_bases(n, bases)
-    total = l2.sum(axis=(-2, -1))
-    kept = l2[..., basis.mask].sum(axis=-1)
-    safe = np.where(total > 0, total, 1.0)
-    frac = np.where(total > 0, np.minimum(kept / safe, 1.0), 1.0)
-    return float(frac) if frac.ndim == 0 else frac
+    return energy_fraction(l2[..., basis.mask].sum(axis=-1), l2.sum(axis=(-2, -1)))
 
 
 def energy_curves(energy_map, *, policies=("lp_l1", "lp_linf", "energy", "random"), seed=0, trials=16):
@@ -525,10 +545,6 @@ def energy_curves(energy_map, *, policies=("lp_l1", "lp_linf", "energy", "random
         if p not in POLICIES:
             raise ValueError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
     total = float(l2.sum())
-
-    def frac(v):
-        return float(min(v / total, 1.0)) if total > 0 else 1.0
-
     out = {}
     for policy in policies:
         rows = []
@@ -536,23 +552,23 @@ def energy_curves(energy_map, *, policies=("lp_l1", "lp_linf", "energy", "random
             last = 2 * n - 1 if policy == "lp_l1" else n
             for k in range(1, last + 1):
                 b = lbpcore.select_bases(n, f"{policy}:{k}")
-                rows.append({"param": k, "rank": b.rank, "kept": frac(l2[b.mask].sum())})
+                rows.append({"param": k, "rank": b.rank, "kept": energy_fraction(l2[b.mask].sum(), total)})
         elif policy == "energy":
             cum = np.cumsum(np.sort(l2.ravel())[::-1])
-            rows = [{"param": r, "rank": r, "kept": frac(cum[r - 1])} for r in range(1, n * n + 1)]
+            rows = [{"param": r, "rank": r, "kept": energy_fraction(cum[r - 1], total)} for r in range(1, n * n + 1)]
         elif policy == "energy_l1":
             if l1 is None:
                 raise ValueError("policy 'energy_l1' needs a SpectrumResult (with its L1 map)")
             for r in range(1, n * n + 1):
                 b = lbpcore.select_bases(n, f"energy_l1:{r}", calibration=l1)
-                rows.append({"param": r, "rank": r, "kept": frac(l2[b.mask].sum())})
+                rows.append({"param": r, "rank": r, "kept": energy_fraction(l2[b.mask].sum(), total)})
         else:  # random
             rng = np.random.default_rng(seed)
             flat = l2.ravel()
             draws = np.stack([np.cumsum(flat[rng.permutation(n * n)]) for _ in range(int(trials))])
-            fr = draws / total if total > 0 else np.ones_like(draws)
+            fr = energy_fraction(draws, total)
             mean, std = fr.mean(axis=0), fr.std(axis=0)
-            rows = [{"param": r, "rank": r, "kept": float(min(mean[r - 1], 1.0)), "std": float(std[r - 1])}
+            rows = [{"param": r, "rank": r, "kept": float(mean[r - 1]), "std": float(std[r - 1])}
                     for r in range(1, n * n + 1)]
         out[policy] = rows
     return out

@@ -1,4 +1,4 @@
-"""analysis.errors: gradient errors of LBP-WHT and rank-matched baselines.
+"""analysis.errors and analysis.baselines: gradient errors of LBP-WHT and rank-matched baselines.
 
 (Named ``test_gradient_errors.py`` because ``tests/test_errors.py`` holds the
 core's error-message tests.)
@@ -20,30 +20,24 @@ guaranteed about the ordering of the methods:
 from __future__ import annotations
 
 import csv
-import functools
 import json
 
 import numpy as np
 import pytest
 
 import lbpcore
-from analysis import errors
+from analysis import progress
 from analysis._io import write_csv, write_json
+from analysis.baselines import dct_basis, dct_matrix, klt_basis, random_basis, top_eigenvectors, walsh_basis
 from analysis.errors import (
     ErrorReport,
-    dct_basis,
-    dct_matrix,
     gradient_errors,
-    klt_basis,
     patch_vectors,
-    random_basis,
     rank_sweep,
     report_rows,
     subspace_backward,
-    walsh_basis,
 )
-from analysis import progress
-from analysis.metrics import cosine, relative_error
+from analysis.metrics import cosine, energy_fraction, relative_error
 from analysis.spectrum import energy_kept, energy_maps
 from conftest import basis_images_oracle, lp_l1_oracle, pad_oracle, pad_widths
 
@@ -112,6 +106,10 @@ def test_relative_error_and_cosine():
         relative_error(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="shapes"):
         cosine(np.ones(3), np.ones(4))
+    assert energy_fraction(1.0, 4.0) == 0.25 and energy_fraction(0.0, 0.0) == 1.0
+    assert energy_fraction(1.0 + 1e-16, 1.0) == 1.0  # rounding past the total is clipped
+    fractions = energy_fraction(np.array([0.0, 2.0, 3.0]), np.array([1.0, 4.0, 0.0]))
+    np.testing.assert_array_equal(fractions, [0.0, 0.5, 1.0])
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8, 16])
@@ -128,7 +126,7 @@ def test_dct_basis_orthonormal_low_pass_order(n):
     np.testing.assert_allclose(q @ q.T, np.eye(n * n), atol=1e-12)
     d = dct_matrix(n)
     pairs = sorted(((i, j) for i in range(n) for j in range(n)), key=lambda p: (p[0] + p[1], p[0], p[1]))
-    for row, (i, j) in zip(q, pairs):
+    for row, (i, j) in zip(q, pairs, strict=True):
         np.testing.assert_allclose(row, np.outer(d[i], d[j]).ravel(), atol=1e-14)
     np.testing.assert_array_equal(dct_basis(n, 3), q[:3])
     with pytest.raises(ValueError, match="rank"):
@@ -160,6 +158,7 @@ def test_klt_basis_is_the_optimal_subspace(rng):
         klt_basis(v, 17)
     with pytest.raises(ValueError):
         klt_basis(v[0], 1)
+    np.testing.assert_array_equal(top_eigenvectors(v.T @ v)[:3], q3)
 
 
 def test_random_basis_orthonormal_nested_seeded():
@@ -415,7 +414,7 @@ def test_energy_spec_is_calibrated_on_grad_y(rng):
 def test_rank_sweep_equals_single_reports_and_serializes(rng, tmp_path):
     x, w, gy = layer(rng, (8, 8), 1)
     sweep = rank_sweep(x, w, gy, grid=(8, 8), patch=4, ks=[2, 5], extra_tokens=1, seed=3, progress=False)
-    for k, rep in zip([2, 5], sweep):
+    for k, rep in zip([2, 5], sweep, strict=True):
         one = gradient_errors(x, w, gy, grid=(8, 8), patch=4, bases=f"lp_l1:{k}", extra_tokens=1, seed=3)
         assert json.dumps(rep.to_dict()) == json.dumps(one.to_dict())
     d = json.loads(json.dumps(sweep[0].to_dict()))

@@ -9,12 +9,14 @@ projection error, Parseval), and sub-grid / per-channel slicing.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
 
 import lbpcore
 from analysis import spectrum
+from analysis._io import write_json
 from analysis.spectrum import (
     SpectrumAccumulator,
     energy_curves,
@@ -286,7 +288,7 @@ def test_energy_curves_against_energy_kept(rng):
     best = {e["rank"]: e["kept"] for e in curves["energy"]}
     for policy, rows in curves.items():
         kept = [e["kept"] for e in rows]
-        assert all(b >= a - 1e-15 for a, b in zip(kept, kept[1:])), policy  # nested: non-decreasing
+        assert all(b >= a - 1e-15 for a, b in pairwise(kept)), policy  # nested: non-decreasing
         assert kept[-1] == pytest.approx(1.0)
         for e in rows:  # the energy ranking is the optimum of any r Walsh bases
             assert e["kept"] <= best[e["rank"]] + 1e-12, policy
@@ -314,8 +316,6 @@ def test_energy_curves_validation():
 
 
 def test_to_dict_is_json_and_consistent(rng, tmp_path):
-    from analysis._io import write_json
-
     res = energy_maps(rng.standard_normal((2, 3, 8, 8)), patch=4, layout="nchw", per="channel")
     d = res.to_dict()
     back = json.loads(json.dumps(d))

@@ -147,7 +147,7 @@ def test_softmax_cross_entropy_backward(rng):
         return vit.softmax_cross_entropy_forward(logits, labels)[0]
 
     loss, cache = vit.softmax_cross_entropy_forward(logits, labels)
-    manual = np.mean([np.log(np.exp(z).sum()) - z[t] for z, t in zip(logits, labels)])
+    manual = np.mean([np.log(np.exp(z).sum()) - z[t] for z, t in zip(logits, labels, strict=True)])
     assert loss == pytest.approx(manual, rel=1e-13)
     assert_grad_close(vit.softmax_cross_entropy_backward(1.0, cache), numerical_grad(f, logits))
     assert_grad_close(vit.softmax_cross_entropy_backward(2.5, cache), 2.5 * numerical_grad(f, logits))
@@ -181,7 +181,7 @@ def test_patch_embed_backward(rng):
         return float(np.sum(vit.patch_embed_forward(images, w, b, 2)[0] * r))
 
     tokens, cache = vit.patch_embed_forward(images, w, b, 2)
-    assert cache["grid"] == (4, 2)
+    assert cache.grid == (4, 2)
     # token (row 1, col 1) is the 2x2 pixel patch at rows 2-3, columns 2-3, flattened (c, u, v)
     np.testing.assert_allclose(tokens[0, 3], w @ images[0, :, 2:4, 2:4].ravel() + b, atol=1e-14)
     gi, gw, gb = vit.patch_embed_backward(r, cache)
@@ -533,13 +533,13 @@ def test_image_batch_crops_come_from_the_pictures():
     batch = image_batch(batch=5, size=24, seed=9, dtype=np.float64)
     pics = sample_images(batch.names)
     assert batch.names[0] == "grace_hopper.jpg"
-    for img, label, crop in zip(batch.images, batch.labels, batch.crops):
+    for img, label, crop in zip(batch.images, batch.labels, batch.crops, strict=True):
         pic = pics[batch.names[label]]
         assert crop["source"] == label
-        t, l, s = crop["top"], crop["left"], crop["side"]
-        assert 0 <= t and t + s <= pic.shape[0] and 0 <= l and l + s <= pic.shape[1]
-        assert s >= round(0.25 * min(pic.shape[:2])) - 1
-        want = area_resize(pic[t : t + s, l : l + s], 24)
+        top, left, side = crop["top"], crop["left"], crop["side"]
+        assert 0 <= top and top + side <= pic.shape[0] and 0 <= left and left + side <= pic.shape[1]
+        assert side >= round(0.25 * min(pic.shape[:2])) - 1
+        want = area_resize(pic[top : top + side, left : left + side], 24)
         if crop["flipped"]:
             want = want[:, ::-1]
         want = (want - batch.mean) / batch.std
