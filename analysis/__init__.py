@@ -26,7 +26,7 @@ Examples
 """
 
 from . import bench
-from ._io import DataError, load_array
+from .io import DataError, load_array
 from .cli import main
 from .errors import ErrorReport, GradientError, gradient_errors, rank_sweep
 from .metrics import cosine, relative_error
