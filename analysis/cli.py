@@ -225,9 +225,9 @@ def _render_png(ax, **kwargs):
 
 
 def _write_files(out, files):
-    from .report import _write_files as write  # noqa: PLC0415
+    from .io import write_files  # noqa: PLC0415
 
-    return write(out, files)
+    return write_files(out, files)
 
 
 def _json_text(obj):

@@ -226,7 +226,7 @@ def test_failed_run_keeps_existing_output_and_adds_nothing(layer, tmp_path, caps
 
 def test_write_failure_removes_the_files_of_this_run(tmp_path, capsys, monkeypatch):
     """A failure while writing the second file removes the first: a failed run adds nothing."""
-    import analysis._io as io_mod
+    import analysis.io as io_mod
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((1, 64, 2)))
     real = io_mod.atomic_write_bytes
