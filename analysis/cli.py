@@ -139,7 +139,10 @@ def _data_of(path):
 # the parser
 
 
-def _add_grid_options(p, *, with_key):
+def _add_data_command(sub, name, func, *, file, with_key, bases, **texts):
+    """A subcommand that reads an array file on a token grid: ``FILE``, the grid options, ``--bases``."""
+    p = sub.add_parser(name, **texts)
+    p.add_argument("file", metavar=file[0], help=file[1])
     p.add_argument("--grid", type=parse_grid, required=True, metavar="HxW",
                    help="token grid h x w (row-major tokens after the extra tokens); for nchw it must be H x W")
     p.add_argument("--patch", type=_integer_option(lambda v: check_power_of_two(v, "patch")), default=8,
@@ -153,6 +156,9 @@ def _add_grid_options(p, *, with_key):
     if with_key:
         p.add_argument("--key", metavar="NAME", help="array to read from a .npz archive (default: its only array)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("--bases", metavar="SPEC", **bases)
+    p.set_defaults(func=func, subparser=p)
+    return p
 
 
 def build_parser():
@@ -189,28 +195,25 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_report, subparser=p)
 
-    p = sub.add_parser("spectrum", help="Walsh-Hadamard energy spectrum of one array",
-                       description="Energy map of the 2D Walsh basis over the patches of FILE (.npy, or an array "
-                                   "of a .npz): writes spectrum.json, spectrum.png (heatmap) and "
-                                   "energy_curve.png (energy kept versus rank).")
-    p.add_argument("file", metavar="FILE", help=".npy file, or .npz archive (see --key)")
-    _add_grid_options(p, with_key=True)
-    p.add_argument("--bases", default="lp_l1:6", metavar="SPEC",
-                   help="selection outlined on the heatmap and reported as energy kept (default lp_l1:6)")
-    p.set_defaults(func=_cmd_spectrum, subparser=p)
-
-    p = sub.add_parser("error", help="gradient errors of LBP-WHT and baselines on one layer",
-                       description="Read x, weight and grad_y from FILE.npz, compare the LBP-WHT gradients "
-                                   "(and rank-matched baselines) with the exact ones; print a table and write "
-                                   "error.json.")
-    p.add_argument("file", metavar="FILE.npz", help="archive with arrays x, weight (C_out, C_in) and grad_y")
-    _add_grid_options(p, with_key=False)
-    p.add_argument("--bases", required=True, metavar="SPEC",
-                   help="basis selection, e.g. lp_l1:6, lp_linf:4, energy_l2:16 (ranked on grad_y)")
+    _add_data_command(
+        sub, "spectrum", _cmd_spectrum, file=("FILE", ".npy file, or .npz archive (see --key)"), with_key=True,
+        bases={"default": "lp_l1:6",
+               "help": "selection outlined on the heatmap and reported as energy kept (default lp_l1:6)"},
+        help="Walsh-Hadamard energy spectrum of one array",
+        description="Energy map of the 2D Walsh basis over the patches of FILE (.npy, or an array of a .npz): "
+                    "writes spectrum.json, spectrum.png (heatmap) and energy_curve.png (energy kept versus rank).",
+    )
+    p = _add_data_command(
+        sub, "error", _cmd_error, file=("FILE.npz", "archive with arrays x, weight (C_out, C_in) and grad_y"),
+        with_key=False,
+        bases={"required": True, "help": "basis selection, e.g. lp_l1:6, lp_linf:4, energy_l2:16 (ranked on grad_y)"},
+        help="gradient errors of LBP-WHT and baselines on one layer",
+        description="Read x, weight and grad_y from FILE.npz, compare the LBP-WHT gradients (and rank-matched "
+                    "baselines) with the exact ones; print a table and write error.json.",
+    )
     p.add_argument("--baselines", type=_baseline_list, default=("klt", "dct", "svd", "random"), metavar="LIST",
                    help="comma-separated baselines at the same rank (default klt,dct,svd,random; 'none' for none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline (default 0)")
-    p.set_defaults(func=_cmd_error, subparser=p)
 
     p = sub.add_parser("bench", help="time dense versus LBP-WHT backward and the WHT (analysis.bench)",
                        description="Benchmark the LBP-WHT backward and the fast Walsh-Hadamard transform "

@@ -300,7 +300,7 @@ def json_text(obj, *, indent=2) -> str:
     Raises
     ------
     TypeError
-        For objects with no JSON form.
+        As :func:`to_jsonable`.
 
     Examples
     --------
