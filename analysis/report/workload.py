@@ -186,7 +186,6 @@ class ReportResult:
     seconds: float = 0.0
 
 
-
 # ---------------------------------------------------------------------------
 # progress and threads
 
@@ -221,8 +220,8 @@ class _Stages:
     def stage(self, text):
         self.bar.set_description(f"lbp report: {text[:32]:<32}", refresh=False)
 
-    def done(self, n=1):
-        self.bar.update(n)
+    def done(self):
+        self.bar.update(1)
 
 
 # ---------------------------------------------------------------------------
@@ -263,8 +262,21 @@ def _typical_layer(cfg, per_layer, grid_layers):
     return typical
 
 
-def _measure(cfg, model, basis, progress):
-    """Run every stage (with progress and timings); returns the raw measurements."""
+@dataclass
+class _Measurements:
+    """What the stages of :func:`_measure` produce, before tabulation."""
+
+    batch: object  # analysis.images.ImageBatch
+    per_layer: dict  # token-grid layer name -> _layer_analysis(...)
+    typical: str
+    curves: dict  # "x" / "grad_y" -> energy_curves(...)
+    sweep: list  # rank_sweep(...) of the typical layer
+    e2e: dict  # subset key -> FidelityReport
+    timing: dict  # stage -> seconds
+
+
+def _measure(cfg, model, basis, progress) -> _Measurements:
+    """Run every stage, with progress and timings."""
     grid_layers = model.token_layers
     timing = {}
     steps = 2 + len(grid_layers) + 2 + len(cfg.subsets)
@@ -310,7 +322,7 @@ def _measure(cfg, model, basis, progress):
                                          bases=basis)
             st.done()
         timing["end_to_end"] = time.perf_counter() - t
-    return batch, per_layer, typical, curves, sweep, e2e, timing
+    return _Measurements(batch, per_layer, typical, curves, sweep, e2e, timing)
 
 
 # ---------------------------------------------------------------------------
@@ -397,31 +409,33 @@ def run_workload(config=None, *, progress=True):
     t_start = time.perf_counter()
     basis = lbpcore.select_bases(cfg.patch, cfg.bases)
     model = cfg.model()
-    batch, per_layer, typical, curves, sweep, e2e, timing = _measure(cfg, model, basis, progress)
+    measured = _measure(cfg, model, basis, progress)
     first = cfg.subsets[0][0]
-    layer_rows = [_layer_row(name, info, per_layer, e2e, first) for name, info in model.layers.items()]
+    layer_rows = [_layer_row(name, info, measured.per_layer, measured.e2e, first)
+                  for name, info in model.layers.items()]
     results = {
         "lbpcore_version": lbpcore.__version__,
         "config": cfg.to_dict(),
         "model": {"config": model.config.to_dict(), "grid": list(model.config.grid),
                   "extra_tokens": model.config.extra_tokens, "linear_layers": list(model.linear_layers),
-                  "token_layers": list(model.token_layers), "loss": e2e[first].loss},
-        "images": {"names": list(batch.names), "batch": cfg.batch, "size": cfg.image_size,
-                   "labels": batch.labels, "crops": list(batch.crops)},
+                  "token_layers": list(model.token_layers), "loss": measured.e2e[first].loss},
+        "images": {"names": list(measured.batch.names), "batch": cfg.batch, "size": cfg.image_size,
+                   "labels": measured.batch.labels, "crops": list(measured.batch.crops)},
         "setting": {"patch": cfg.patch, "bases": basis.spec, "rank": basis.rank, "indices": basis.indices,
                     "bases_total": cfg.patch * cfg.patch},
         "layers": layer_rows,
-        "typical_layer": typical,
-        "spectra": {n: {"x": pl["spectrum_x"], "grad_y": pl["spectrum_grad_y"]} for n, pl in per_layer.items()},
-        "energy_curves": {"layer": typical, **curves},
-        "rank_sweep": {"layer": typical, "points": sweep},
-        "end_to_end": {k: {"selection": sel, "description": desc, "report": e2e[k]}
+        "typical_layer": measured.typical,
+        "spectra": {n: {"x": pl["spectrum_x"], "grad_y": pl["spectrum_grad_y"]}
+                    for n, pl in measured.per_layer.items()},
+        "energy_curves": {"layer": measured.typical, **measured.curves},
+        "rank_sweep": {"layer": measured.typical, "points": measured.sweep},
+        "end_to_end": {k: {"selection": sel, "description": desc, "report": measured.e2e[k]}
                        for k, sel, desc in cfg.subsets},
-        "flops": _flops(e2e, first, layer_rows),
+        "flops": _flops(measured.e2e, first, layer_rows),
     }
     results = to_jsonable(results)
     results["summary"] = summarize(results)
-    timing["total"] = time.perf_counter() - t_start
-    results["timing"] = {"seconds": timing, "python": platform.python_version(), "numpy": np.__version__,
+    measured.timing["total"] = time.perf_counter() - t_start
+    results["timing"] = {"seconds": measured.timing, "python": platform.python_version(), "numpy": np.__version__,
                          "machine": platform.machine()}
-    return to_jsonable(results)
+    return results
