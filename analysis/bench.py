@@ -1,34 +1,11 @@
 """``lbp bench``: time the LBP-WHT backward and the fast Walsh–Hadamard transform.
 
-Every number is a ratio measured in one process: the contenders of one row run
-interleaved, round after round, and each time is the median over the rounds, so
-that other load on the machine hits them alike.
-
-Rows
-----
-backward
-    ViT-B sized linear layers (``x`` of ``(B, 256, 768)`` on a 16x16 grid with
-    ``weight`` ``(3072, 768)``, the reverse ``(768, 3072)``, and a 14x14 grid
-    that needs padding) at float32.  ``plain`` is the best plain-NumPy dense
-    backward (two GEMMs on 2D views), ``dense`` is :func:`lbpcore.dense_backward`,
-    ``lbp`` is :func:`lbpcore.lbp_backward` (projection of ``x`` and ``grad_y``
-    included) and ``layer`` is :meth:`lbpcore.LBPLinear.backward`, whose forward
-    already saved the projected ``x``.  The speed-ups are ``plain / time``; the
-    ideal one is :func:`lbpcore.backward_cost`'s ``ideal_speedup`` (GEMM flops
-    only) and ``of ideal`` is their ratio.
-memory
-    Bytes the layer object saves against the activation, and the peak temporary
-    memory (``tracemalloc``) of ``lbp_backward`` against ``dense_backward``.
-wht
-    :func:`lbpcore.fwht` on float32 batches ``(rows, n)`` and single vectors, in
-    GB/s of the array (``nbytes / time``), against the anchors that are
-    installed: FFHT (``ffht-unofficial``, AVX, one thread, in place), a dense
-    product with the Hadamard matrix (``n <= 1024``) and radix-2 NumPy
-    butterflies.  ``overhead`` is the time of one call on a short vector.
-
-``--device gpu`` runs the same layers (batch 256) and a ``2**24``-element
-transform with CuPy, timed by :func:`cupyx.profiler.benchmark` (which
-synchronizes); CuPy is imported only then.
+Each row is a ratio measured in one process (the contenders run interleaved,
+round after round; each time is the median over the rounds): dense versus
+LBP-WHT backward of ViT-B sized layers, the memory the layer saves, and
+:func:`lbpcore.fwht` against the anchors that are installed; ``--device gpu``
+runs the same with CuPy.  What each row and target means, and the latest
+numbers: :doc:`/benchmarks`.
 
 Entry points: :func:`main` (``argv`` list, as the ``lbp`` command line passes it),
 :func:`run_bench` (keyword arguments, returns the results ``dict``) and
@@ -56,7 +33,7 @@ from .io import text_table, write_json
 
 __all__ = ["add_arguments", "main", "run_bench", "machine_info", "format_table"]
 
-#: Targets of the performance issue (ratios; see the module notes).
+#: Targets of the performance issue (ratios; see docs/benchmarks.md).
 TARGETS = {
     "lbp_of_ideal_lp_l1:6": 0.75,
     "lbp_of_ideal_lp_l1:3": 0.5,
@@ -177,7 +154,7 @@ def _plain_backward(x, w, gy):
 
 
 def bench_backward(batch: int, rounds: int, layers=LAYERS, specs=SPECS, xp=None, timer=None) -> list:
-    """Dense versus LBP-WHT backward rows (see the module notes)."""
+    """Dense versus LBP-WHT backward rows (see docs/benchmarks.md)."""
     xp = np if xp is None else xp
     rows = []
     rng = np.random.default_rng(0)
