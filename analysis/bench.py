@@ -318,7 +318,7 @@ def bench_gpu(batch: int, rounds: int) -> dict:
     def timer(fns, n_repeat):
         out = {}
         for k, f in fns.items():
-            r = benchmark(f, n_repeat=max(3, n_repeat), n_warmup=2)
+            r = benchmark(f, n_repeat=max(3, n_repeat), n_warmup=2, name=k)  # partials have no __name__
             out[k] = float(np.median(r.gpu_times[0]))
         return out
 
