@@ -503,7 +503,8 @@ def text_table(headers, rows, align=None, *, sep="  ") -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row):
-        return sep.join(v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(row, widths, align, strict=True))
+        cells = (v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(row, widths, align, strict=True))
+        return sep.join(cells).rstrip()
 
     return "\n".join([line(cells[0]), sep.join("-" * w for w in widths)] + [line(row) for row in cells[1:]])
 

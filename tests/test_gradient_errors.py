@@ -27,7 +27,7 @@ import pytest
 
 import lbpcore
 from analysis import progress
-from analysis._io import write_csv, write_json
+from analysis.io import write_csv, write_json
 from analysis.baselines import dct_basis, dct_matrix, klt_basis, random_basis, top_eigenvectors, walsh_basis
 from analysis.errors import (
     ErrorReport,

@@ -16,7 +16,7 @@ import pytest
 
 import lbpcore
 from analysis import spectrum
-from analysis._io import write_json
+from analysis.io import write_json
 from analysis.spectrum import (
     SpectrumAccumulator,
     energy_curves,
