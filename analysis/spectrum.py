@@ -11,18 +11,22 @@ energy a selection keeps is the sum of the map over the selected pairs
 
 Everything is accumulated in float64 whatever the input dtype;
 :class:`SpectrumAccumulator` processes a dataset chunk by chunk in bounded
-memory (a memory-mapped array can be passed whole).
+memory (a memory-mapped array can be passed whole), and :func:`energy_maps`
+streams shards, Zarr stores and Dask arrays through it with
+:mod:`analysis.stream`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 import lbpcore
 
 from .metrics import energy_fraction
+from .stream import as_batches, is_streamed, reduce_batches
 
 __all__ = [
     "PER_CHOICES",
@@ -367,16 +371,38 @@ class SpectrumAccumulator:
             extra_tokens=int(self.extra_tokens),
         )
 
+    def _sums(self) -> dict:
+        """The float64 sums of the items seen (what the chunks of a streamed run add up)."""
+        return {"l2": self._l2, "l1": self._l1}
 
-def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout="tokens", per=None):
+    def _set_sums(self, sums, batch, shape):
+        """Take the sums of ``batch`` items of shape ``shape[1:]`` from elsewhere (a streamed run)."""
+        self._l2, self._l1 = sums["l2"], sums["l1"]
+        self.batch = int(batch)
+        self._channels = int(shape[1] if self.layout == "nchw" else shape[2])
+        if self.grid is None:
+            self.grid = (int(shape[2]), int(shape[3]))
+        return self
+
+
+def _chunk_sums(chunk, settings):
+    """One chunk's contribution to the maps of :func:`energy_maps` (run by :func:`~analysis.stream.reduce_batches`)."""
+    return SpectrumAccumulator(**settings).update(chunk)._sums()
+
+
+def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout="tokens", per=None, memory=None,
+                scheduler=None, progress=False):
     """Per-basis energy (L2) and L1 maps of a token grid.
 
     Parameters
     ----------
-    x : array_like, shape (B, e + h*w, C) or (B, C, H, W)
+    x : array_like, path, BatchSource or dask.array.Array, shape (B, e + h*w, C) or (B, C, H, W)
         Tokens (``layout="tokens"``) or feature maps (``"nchw"``); float32,
         float64 or integer (computed in float64).  A memory-mapped array is
-        read in sub-batches.
+        read in sub-batches.  A path (``.npy``, ``.npz``, a directory or glob
+        of ``.npy`` shards, a Zarr store: see
+        :func:`analysis.sources.open_source`), a source or a Dask array is
+        streamed chunk by chunk with :func:`analysis.stream.reduce_batches`.
     grid : (int, int), optional
         Token grid; required for tokens, ``(H, W)`` by default for nchw.
     patch : int, optional
@@ -390,10 +416,20 @@ def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout=
         None: ``(n, n)`` maps summed over batch, patches and channels;
         ``"channel"``: ``(C, n, n)``; ``"patch"``: ``(P, n, n)`` with the
         ``P`` patches in row-major order.
+    memory : int or str, optional
+        Memory budget of a streamed run (``"512MB"``; default a fraction of
+        the available memory).  Giving it streams in-memory arrays too.
+    scheduler : str or distributed.Client, optional
+        A ``dask.distributed`` scheduler to stream on (default: the local
+        threaded scheduler).
+    progress : bool, optional
+        Progress bar and throughput summary of a streamed run on stderr;
+        default False.
 
     Returns
     -------
     SpectrumResult
+        The same numbers streamed or not (to float64 rounding of the sums).
 
     Raises
     ------
@@ -415,12 +451,20 @@ def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout=
     >>> round(float(energy_kept(res, "lp_l1:2")), 4)
     0.9712
     """
-    acc = SpectrumAccumulator(patch, grid=grid, pad=pad, extra_tokens=extra_tokens, layout=layout, per=per)
-    if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
+    settings = dict(patch=patch, grid=grid, pad=pad, extra_tokens=extra_tokens, layout=layout, per=per)
+    acc = SpectrumAccumulator(**settings)
+    streamed = is_streamed(x, memory, scheduler)
+    if streamed:
+        x = as_batches(x)
+    elif not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
         x = np.asarray(x)
     if len(x.shape) and x.shape[0] == 0:
         raise ValueError("x has an empty batch")
-    return acc.update(x).result()
+    if not streamed:
+        return acc.update(x).result()
+    sums, _ = reduce_batches([x], partial(_chunk_sums, settings=settings), memory=memory, scheduler=scheduler,
+                             progress=progress, desc="spectrum")
+    return acc._set_sums(sums, x.shape[0], x.shape).result()
 
 
 def _maps(energy_map):
