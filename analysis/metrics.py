@@ -3,6 +3,9 @@
 Every number :mod:`analysis` reports about an approximation (gradient errors,
 fidelity of a whole backward pass, energy kept by a selection, the report's
 tables) is computed here, in float64, with one convention for zero arrays.
+The ``*_of_sums`` forms take the sums of squares and products that a
+computation in batch chunks adds up (:mod:`analysis.error_sums`); the array
+forms call them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import math
 
 import numpy as np
 
-__all__ = ["relative_error", "cosine", "energy_fraction"]
+__all__ = ["relative_error", "cosine", "relative_error_of_sums", "cosine_of_sums", "energy_fraction"]
 
 
 def relative_error(a, b) -> float:
@@ -37,8 +40,31 @@ def relative_error(a, b) -> float:
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
-    num = float(np.linalg.norm((a - b).ravel()))
-    den = float(np.linalg.norm(b.ravel()))
+    d, b = (a - b).ravel(), b.ravel()
+    return relative_error_of_sums(np.dot(d, d), np.dot(b, b))
+
+
+def relative_error_of_sums(diff2, ref2) -> float:
+    """:func:`relative_error` from ``||a - b||^2`` and ``||b||^2``.
+
+    Parameters
+    ----------
+    diff2, ref2 : float
+        Sums of squares, non-negative (e.g. added up over batch chunks).
+
+    Returns
+    -------
+    float
+        ``sqrt(diff2) / sqrt(ref2)``; 0.0 when both are zero, ``inf`` when
+        only ``ref2`` is.
+
+    Examples
+    --------
+    >>> from analysis.metrics import relative_error_of_sums
+    >>> relative_error_of_sums(16.0, 9.0), relative_error_of_sums(0.0, 0.0)
+    (1.3333333333333333, 0.0)
+    """
+    num, den = math.sqrt(float(diff2)), math.sqrt(float(ref2))
     if den == 0.0:
         return 0.0 if num == 0.0 else math.inf
     return num / den
@@ -66,10 +92,34 @@ def cosine(a, b) -> float:
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return cosine_of_sums(np.dot(a, b), np.dot(a, a), np.dot(b, b))
+
+
+def cosine_of_sums(dot, a2, b2) -> float:
+    """:func:`cosine` from ``<a, b>``, ``||a||^2`` and ``||b||^2``.
+
+    Parameters
+    ----------
+    dot : float
+        Inner product.
+    a2, b2 : float
+        Sums of squares, non-negative.
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``; 1.0 when both norms are zero, 0.0 when exactly one is.
+
+    Examples
+    --------
+    >>> from analysis.metrics import cosine_of_sums
+    >>> cosine_of_sums(1.0, 1.0, 2.0), cosine_of_sums(0.0, 0.0, 0.0)
+    (0.7071067811865475, 1.0)
+    """
+    na, nb = math.sqrt(float(a2)), math.sqrt(float(b2))
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
-    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+    return float(np.clip(float(dot) / (na * nb), -1.0, 1.0))
 
 
 def energy_fraction(kept, total):
