@@ -14,10 +14,13 @@ The package builds on :mod:`lbpcore` (which never imports it):
 * :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` and the
   other ``lbp`` subcommands;
 * :mod:`analysis.io` and :mod:`analysis.progress` – atomic files, JSON,
-  tables, checked array input, progress bars.
+  tables, checked array input, progress bars;
+* :mod:`analysis.sources`, :mod:`analysis.shards`, :mod:`analysis.stream` and
+  :mod:`analysis.budget` – data larger than memory: shards and Zarr stores
+  read and written chunk by chunk, reductions over chunks with Dask.
 
-Importing :mod:`analysis` does not import matplotlib; the plotting functions
-load it when called.
+Importing :mod:`analysis` does not import matplotlib, Dask or Zarr; the
+functions that need them load them when called.
 
 Examples
 --------
@@ -36,6 +39,8 @@ from .metrics import cosine, relative_error
 from .plots import plot_energy_curves, plot_error_curves, plot_layer_bars, plot_spectrum
 from .progress import progress_bar
 from .report import ReportConfig, ReportResult, build_report
+from .shards import save_shards
+from .sources import open_source
 from .spectrum import SpectrumAccumulator, SpectrumResult, energy_curves, energy_kept, energy_maps
 from .vit import FidelityReport, TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
 
@@ -75,4 +80,7 @@ __all__ = [
     "load_array",
     "DataError",
     "progress_bar",
+    # data larger than memory
+    "open_source",
+    "save_shards",
 ]

@@ -30,7 +30,7 @@ from lbpcore._validation import check_choice
 
 from .baselines import dct_basis, random_basis, walsh_basis
 from .metrics import cosine, cosine_of_sums, relative_error, relative_error_of_sums
-from .spectrum import full_basis, full_coefficients
+from .spectrum import basis_sums, full_basis, full_coefficients
 
 __all__ = ["Geometry", "Chunk", "Subspaces", "calibration_sums", "error_sums", "method_metrics"]
 
@@ -228,8 +228,7 @@ def calibration_sums(grad_y_walsh, n, *, gram=False) -> dict:
     >>> s["l2"].tolist(), s["gram"].shape
     ([4.0, 4.0, 4.0, 4.0], (4, 4))
     """
-    coef = grad_y_walsh * n
-    out = {"l2": (coef * coef).sum(axis=(0, 1, 3)), "l1": np.abs(coef).sum(axis=(0, 1, 3))}
+    out = dict(zip(("l2", "l1"), basis_sums(grad_y_walsh * n, (0, 1, 3)), strict=True))
     if gram:
         out["gram"] = np.tensordot(grad_y_walsh, grad_y_walsh, axes=([0, 1, 3], [0, 1, 3]))
     return out

@@ -127,6 +127,9 @@ class ErrorReport:
     lbp : GradientError
     baselines : dict of str to GradientError
         In the order requested.
+    selection : lbpcore.BasisSet or None
+        The LBP selection itself (its ``indices``; for an energy spec the
+        bases the data ranked first).  Not part of :meth:`to_dict`.
 
     Examples
     --------
@@ -147,6 +150,7 @@ class ErrorReport:
     bases: str
     lbp: GradientError
     baselines: dict
+    selection: lbpcore.BasisSet | None = field(default=None, repr=False, compare=False)
 
     @property
     def methods(self) -> dict:
@@ -335,7 +339,7 @@ def _report(sums, geo, subspaces) -> ErrorReport:
 
     return ErrorReport(rank=r, patch=geo.n, grid=geo.grid, num_patches=geo.plan.num_patches,
                        bases=subspaces.basis.spec, lbp=result("lbp"),
-                       baselines={m: result(m) for m in subspaces.methods})
+                       baselines={m: result(m) for m in subspaces.methods}, selection=subspaces.basis)
 
 
 def _calibration_chunk(grad_y, geo, gram):

@@ -229,7 +229,9 @@ class BatchSource:
                     raise
                 except (OSError, ValueError) as exc:
                     raise DataError(f"{shard.label}: cannot read: {' '.join(str(exc).split())}") from None
-                pieces.append(_check_array(part, f"{shard.label} (items {lo - first}..{hi - first - 1})"))
+                whole = lo == first and hi == first + int(shard.shape[0])
+                where = shard.label if whole else f"{shard.label} (items {lo - first} to {hi - first - 1})"
+                pieces.append(_check_array(part, where))
         if not pieces:
             return np.empty((0,) + self.shape[1:], self.dtype)
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)

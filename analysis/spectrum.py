@@ -38,6 +38,7 @@ __all__ = [
     "energy_curves",
     "full_basis",
     "full_coefficients",
+    "basis_sums",
 ]
 
 #: Breakdowns of :func:`energy_maps` (``per=``): none, per channel, per patch.
@@ -101,6 +102,37 @@ def full_coefficients(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, l
     coef = lbpcore.project(np.asarray(x, dtype=np.float64), grid=grid, patch=basis.patch, bases=basis, pad=pad,
                            extra_tokens=extra_tokens, layout=layout)
     return coef.transpose(0, 2, 3, 1) if layout == "nchw" else coef
+
+
+def basis_sums(coef, axis):
+    """Sums of squares and of absolute values of coefficients, computed in place.
+
+    Parameters
+    ----------
+    coef : ndarray of float64, shape (B, P, n*n, C)
+        Coefficients, e.g. from :func:`full_coefficients`; overwritten (it
+        ends up holding their squares), so that no temporary of its size is
+        made.
+    axis : tuple of int
+        Axes summed over: ``(0, 1, 3)`` for per-basis totals.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        ``sum(coef**2)`` and ``sum(abs(coef))`` over ``axis``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.spectrum import basis_sums
+    >>> l2, l1 = basis_sums(np.array([[[[3.0], [-4.0]]]]), (0, 1, 3))
+    >>> l2.tolist(), l1.tolist()
+    ([9.0, 16.0], [3.0, 4.0])
+    """
+    np.abs(coef, out=coef)
+    l1 = coef.sum(axis=axis)
+    np.multiply(coef, coef, out=coef)
+    return coef.sum(axis=axis), l1
 
 
 @dataclass(frozen=True, eq=False)
@@ -320,14 +352,12 @@ class SpectrumAccumulator:
             self._channels = c
         elif c != self._channels:
             raise ValueError(f"chunk has {c} channels but earlier chunks had {self._channels}")
-        sq = coef * coef
-        ab = np.abs(coef)
         if self.per is None:
-            s2, s1 = sq.sum(axis=(0, 1, 3)), ab.sum(axis=(0, 1, 3))  # (K,)
+            s2, s1 = basis_sums(coef, (0, 1, 3))  # (K,)
         elif self.per == "channel":
-            s2, s1 = sq.sum(axis=(0, 1)).T, ab.sum(axis=(0, 1)).T  # (C, K)
+            s2, s1 = (s.T for s in basis_sums(coef, (0, 1)))  # (C, K)
         else:
-            s2, s1 = sq.sum(axis=(0, 3)), ab.sum(axis=(0, 3))  # (P, K)
+            s2, s1 = basis_sums(coef, (0, 3))  # (P, K)
         if self._l2 is None:
             self._l2 = np.zeros(s2.shape)
             self._l1 = np.zeros(s1.shape)

@@ -13,6 +13,7 @@ than one chunk or a cluster is named.  Usage and set-up are in :doc:`/large_data
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import threading
@@ -24,11 +25,19 @@ import numpy as np
 from .budget import default_budget, format_bytes, parse_memory, plan_chunks, working_memory
 from .progress import progress_bar
 from .sources import BatchSource, as_source, is_source_like
+from .threads import blas_limit
 
-__all__ = ["SPLIT_EVERY", "StreamInfo", "reduce_batches", "as_batches", "is_streamed", "is_dask_array"]
+__all__ = ["SPLIT_EVERY", "WAVE_CHUNKS", "THREAD_ALLOWANCE", "StreamInfo", "reduce_batches", "as_batches",
+           "is_streamed", "is_dask_array"]
 
 #: Partial results Dask adds up in one task of the summation tree.
 SPLIT_EVERY = 2
+#: Chunks per Dask graph (at least four per thread): a batch of any length is computed graph after
+#: graph, so the memory the graphs take does not grow with the data.
+WAVE_CHUNKS = 64
+#: Memory allowed per worker thread beyond what :mod:`tracemalloc` measures: a tenth more per item
+#: (allocations NumPy does not report) and 1 MiB (thread stack, BLAS and allocator buffers).
+THREAD_ALLOWANCE = (1.1, 1 << 20)
 
 
 def is_dask_array(obj) -> bool:
@@ -158,9 +167,23 @@ class _Counted:
 
     def __call__(self, *blocks):
         out = self.packed(*blocks)
-        with self.lock:
-            self.bar.update(sum(b.nbytes for b in blocks))
+        if self.bar is not None:
+            with self.lock:
+                self.bar.update(sum(b.nbytes for b in blocks))
         return out
+
+
+class _ReadChunk:
+    """Read chunk ``i`` of every source and reduce it, in one task: no chunk outlives its task."""
+
+    def __init__(self, counted, bounds):
+        self.counted = counted
+        self.bounds = bounds
+
+    def __call__(self, index, sources):
+        i = int(index[0])
+        start, stop = self.bounds[i], self.bounds[i + 1]
+        return self.counted(*(x.read(start, stop) for x in sources))
 
 
 def _unpack(vector, layout):
@@ -220,13 +243,15 @@ def _dask_input(x, bounds):
 
 def _client(scheduler):
     try:
+        import dask  # noqa: PLC0415 - optional (dask extra)
         from distributed import Client  # noqa: PLC0415 - optional (dask extra)
     except ImportError:
         raise ImportError("a Dask scheduler address needs dask.distributed: pip install 'lbpcore[dask]'") from None
     if isinstance(scheduler, Client):
         return scheduler, False
-    try:
-        return Client(str(scheduler), timeout="10s", set_as_default=False), True
+    try:  # Dask's connect timeout (distributed.comm.timeouts.connect, 30 s unless configured)
+        timeout = dask.config.get("distributed.comm.timeouts.connect")
+        return Client(str(scheduler), timeout=timeout, set_as_default=False), True
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: "
                               f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
@@ -239,25 +264,6 @@ def _workers(scheduler, client):
     if not threads:
         raise ConnectionError(f"the Dask scheduler at {scheduler} has no workers")
     return max(threads.values())
-
-
-def _sum_on_cluster(client, stats, chunk_bytes, bar):
-    """Sum the chunk rows of ``stats`` on the cluster, pairwise as they complete."""
-    from distributed import as_completed  # noqa: PLC0415 - optional (dask extra)
-
-    blocks = stats.to_delayed(optimize_graph=True).ravel().tolist()
-    futures = client.compute(blocks)
-    nbytes = {f.key: n for f, n in zip(futures, chunk_bytes, strict=True)}
-    pending = None
-    done = as_completed(futures)
-    for fut in done:
-        bar.update(nbytes.pop(fut.key, 0))
-        if pending is None:
-            pending = fut
-        else:
-            done.add(client.submit(np.add, pending, fut, pure=False))
-            pending = None
-    return np.asarray(pending.result())
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +296,8 @@ def reduce_batches(inputs, chunk_stats, *, memory=None, scheduler=None, progress
         or a client.  Default: Dask's local threaded scheduler, one thread
         per CPU, or no Dask at all when one chunk holds the whole batch.
     progress : bool, optional
-        Show a progress bar in bytes on stderr (after 2 s) and print the
+        Show a progress bar in bytes on stderr (after 2 s) and, when the
+        batch took more than one chunk or ran on a cluster, print the
         throughput summary (:meth:`StreamInfo.summary`) at the end; default
         False.
     desc : str, optional
@@ -316,10 +323,10 @@ def reduce_batches(inputs, chunk_stats, *, memory=None, scheduler=None, progress
     --------
     >>> import numpy as np
     >>> from analysis.stream import reduce_batches
-    >>> x = np.ones((1000, 2))
-    >>> sums, info = reduce_batches([x], lambda c: {"sum": c.sum(axis=0), "n": len(c)}, memory="8kB")
+    >>> x = np.ones((500_000, 2))  # 8 MB
+    >>> sums, info = reduce_batches([x], lambda c: {"sum": c.sum(axis=0), "n": len(c)}, memory="5MB")
     >>> sums["sum"].tolist(), float(sums["n"]), info.chunks > 1
-    ([1000.0, 1000.0], 1000.0, True)
+    ([500000.0, 500000.0], 500000.0, True)
     """
     start = time.perf_counter()
     inputs = [as_batches(x) for x in inputs]
@@ -343,9 +350,11 @@ def reduce_batches(inputs, chunk_stats, *, memory=None, scheduler=None, progress
         else:
             run_items(1)
             fixed, per_item = 0, 1
+        per_item = int(per_item * THREAD_ALLOWANCE[0])
+        fixed += THREAD_ALLOWANCE[1]
         layout = [(k, np.shape(v)) for k, v in probe.pop("stats").items()]
         stat_bytes = 8 * sum(int(np.prod(s, dtype=np.int64)) for _, s in layout)
-        reserve = stat_bytes * (2 * SPLIT_EVERY + 1 + workers)  # partial sums: chunk results, concatenations, totals
+        reserve = stat_bytes * (2 * SPLIT_EVERY + 3 + workers)  # chunk results, concatenations, partial sums, total
         if client is None and fixed + per_item * length + reserve <= budget:
             workers = 1  # one chunk: the in-memory computation
         breaks = sorted({b for x in inputs if isinstance(x, BatchSource) for b in x.starts})
@@ -366,26 +375,54 @@ def reduce_batches(inputs, chunk_stats, *, memory=None, scheduler=None, progress
             client.close()
     info = StreamInfo(nbytes=sum(chunk_bytes), seconds=time.perf_counter() - start, chunks=len(rows),
                       rows=plan.rows, budget=budget, workers=plan.workers, engine=engine)
-    if progress:
+    if progress and engine != "in memory":
         print(info.summary(), file=sys.stderr)
     return _unpack(result, layout), info
 
 
 def _run_dask(inputs, chunk_stats, layout, plan, client, chunk_bytes, bar):
-    import dask  # noqa: PLC0415 - optional (dask extra)
-    import dask.array as da  # noqa: PLC0415 - optional (dask extra)
+    try:
+        import dask  # noqa: PLC0415 - optional (dask extra)
+        import dask.array as da  # noqa: PLC0415 - optional (dask extra)
+    except ImportError:
+        raise ImportError(f"the batch needs {len(plan.chunks)} chunks for a memory budget of "
+                          f"{format_bytes(plan.budget)}, and streaming them needs Dask: pip install 'lbpcore[dask]' "
+                          "(or give a budget that holds the whole batch)") from None
 
     packed = _Packed(chunk_stats, [k for k, _ in layout])
     size = sum(int(np.prod(s, dtype=np.int64)) for _, s in layout)
-    arrays = [_dask_input(x, plan.bounds) for x in inputs]
-    args = []
-    for i, a in enumerate(arrays):
-        args += [a, "b" + "".join(chr(ord("A") + 8 * i + j) for j in range(a.ndim - 1))]  # own letters per input
-    func = packed if client is not None else _Counted(packed, bar)
-    stats = da.blockwise(func, "bs", *args, new_axes={"s": size}, adjust_chunks={"b": 1}, dtype=np.float64,
-                         concatenate=True, meta=np.empty((0, 0)))
-    if client is not None:
-        return _sum_on_cluster(client, stats, chunk_bytes, bar), client.scheduler.address
-    total = stats.sum(axis=0, split_every=SPLIT_EVERY)
-    (result,) = dask.compute(total, scheduler="threads", num_workers=plan.workers)
-    return np.asarray(result), "threads"
+    threads = plan.workers * (len(client.nthreads()) if client is not None else 1)
+    step = max(WAVE_CHUNKS, 4 * threads)
+    waves = [(a, min(a + step, len(plan.chunks))) for a in range(0, len(plan.chunks), step)]
+    counted = _Counted(packed, bar) if client is None else packed  # a progress bar does not travel to workers
+    graphs = (_wave(da, dask, inputs, counted, plan.bounds, a, b, size) for a, b in waves)
+    total = np.zeros(size)
+    if client is None:
+        with blas_limit(1 if plan.workers > 1 else None):  # one BLAS thread per Dask thread: no oversubscription
+            for graph in graphs:
+                total += dask.compute(graph, scheduler="threads", num_workers=plan.workers)[0]
+        return total, "threads"
+    pending = collections.deque()  # two waves in flight: the cluster never waits for the driver
+    for (a, b), graph in zip(waves, graphs, strict=True):
+        pending.append((client.compute(graph), sum(chunk_bytes[a:b])))
+        while len(pending) > 1 or (pending and b == len(plan.chunks)):
+            future, nbytes = pending.popleft()
+            total += future.result()
+            bar.update(nbytes)
+    return total, client.scheduler.address
+
+
+def _wave(da, dask, inputs, func, bounds, first, last, size):
+    """The sum over chunks ``first:last`` as a Dask array of shape (size,), one task per chunk and a tree."""
+    if all(isinstance(x, BatchSource) for x in inputs):  # a task per chunk index reads and reduces its chunk
+        index = da.arange(first, last, chunks=1)
+        stats = da.blockwise(_ReadChunk(func, bounds), "bs", index, "b", dask.delayed(tuple(inputs)), None,
+                             new_axes={"s": size}, dtype=np.float64, concatenate=True, meta=np.empty((0, 0)))
+    else:  # Dask arrays: their blocks, reduced
+        args = []
+        for i, x in enumerate(inputs):
+            a = _dask_input(x, bounds)[bounds[first]:bounds[last]]
+            args += [a, "b" + "".join(chr(ord("A") + 8 * i + j) for j in range(a.ndim - 1))]  # own letters per input
+        stats = da.blockwise(func, "bs", *args, new_axes={"s": size}, adjust_chunks={"b": 1}, dtype=np.float64,
+                             concatenate=True, meta=np.empty((0, 0)))
+    return stats.sum(axis=0, split_every=SPLIT_EVERY)

@@ -12,7 +12,6 @@ end-to-end error of every parameter gradient and the backward FLOPs.  See
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +26,7 @@ from ..images import image_batch
 from ..io import to_jsonable
 from ..progress import progress_bar
 from ..spectrum import energy_curves, energy_kept, energy_maps
+from ..threads import blas_limit
 from ..vit import TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
 from .summary import summarize
 
@@ -190,20 +190,6 @@ class ReportResult:
 # progress and threads
 
 
-@contextlib.contextmanager
-def _blas_limit(threads):
-    if threads is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - threadpoolctl is optional
-    except ImportError:  # pragma: no cover - threadpoolctl is optional
-        yield
-        return
-    with threadpool_limits(limits=int(threads), user_api="blas"):
-        yield
-
-
 class _Stages:
     """Progress on stderr with the current stage in the label."""
 
@@ -280,7 +266,7 @@ def _measure(cfg, model, basis, progress) -> _Measurements:
     grid_layers = model.token_layers
     timing = {}
     steps = 2 + len(grid_layers) + 2 + len(cfg.subsets)
-    with _blas_limit(cfg.blas_threads), _Stages(steps, progress) as st:
+    with blas_limit(cfg.blas_threads), _Stages(steps, progress) as st:
         st.stage("images and model")
         t = time.perf_counter()
         batch = image_batch(batch=cfg.batch, size=cfg.image_size, seed=cfg.seed, dtype=model.config.dtype)
