@@ -4,10 +4,17 @@ Subcommands (``lbp COMMAND --help`` for the options)::
 
     lbp report   [--out DIR] [--quick] [--subset LAYERS ...] [--quiet]
     lbp spectrum FILE --grid HxW [--patch N] [--extra-tokens E] [--layout tokens|nchw]
-                 [--key NAME] [--pad MODE] --out DIR
-    lbp error    FILE.npz --grid HxW --bases SPEC [--patch N] [--extra-tokens E]
-                 [--layout tokens|nchw] [--pad MODE] [--baselines LIST] --out DIR
+                 [--key NAME] [--pad MODE] [--memory SIZE] [--scheduler ADDRESS] --out DIR
+    lbp error    FILE --grid HxW --bases SPEC [--patch N] [--extra-tokens E]
+                 [--layout tokens|nchw] [--pad MODE] [--baselines LIST]
+                 [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp bench    [--quick] [--json FILE] [--device cpu|gpu]
+
+``FILE`` of ``spectrum`` and ``error`` may also be a directory or glob of
+``.npy`` shards or a Zarr store (:func:`analysis.sources.open_source`); data
+larger than the ``--memory`` budget are streamed in batch chunks with Dask
+(:doc:`/large_data`), on a cluster with ``--scheduler`` (default
+``$DASK_SCHEDULER_ADDRESS``).
 
 Exit status: 0 on success; 2 on a usage error (bad option or value, printed by
 :mod:`argparse` with the usage); 1 on bad data (missing or unreadable file,
@@ -39,10 +46,12 @@ import lbpcore
 from lbpcore._validation import check_choice, check_grid, check_int, check_power_of_two
 
 from . import bench
+from .budget import parse_memory
 from .errors import BASELINES, gradient_errors
-from .io import DataError, figure_bytes, json_text, load_array, text_table, to_jsonable, write_files
+from .io import DataError, figure_bytes, json_text, text_table, to_jsonable, write_files
 from .plots import plot_energy_curves, plot_spectrum
 from .report import ReportConfig, build_report
+from .sources import open_source
 from .spectrum import energy_curves, energy_kept, energy_maps
 
 __all__ = ["main", "build_parser", "parse_grid"]
@@ -105,6 +114,13 @@ def _integer_option(check):
     return parse
 
 
+def _memory_size(text):
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _baseline_list(text):
     names = tuple(n for n in (t.strip() for t in str(text).split(",")) if n and n.lower() != "none")
     try:
@@ -157,6 +173,12 @@ def _add_data_command(sub, name, func, *, file, with_key, bases, **texts):
         p.add_argument("--key", metavar="NAME", help="array to read from a .npz archive (default: its only array)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--bases", metavar="SPEC", **bases)
+    p.add_argument("--memory", type=_memory_size, metavar="SIZE",
+                   help="memory budget, e.g. 512MB or 2GiB: larger data are streamed in batch chunks with Dask "
+                        "(default: a quarter of the available memory)")
+    p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None, metavar="ADDRESS",
+                   help="run on this dask.distributed scheduler, e.g. tcp://host:8786 "
+                        "(default $DASK_SCHEDULER_ADDRESS, else the local threaded scheduler)")
     p.set_defaults(func=func, subparser=p)
     return p
 
@@ -196,7 +218,8 @@ def build_parser():
     p.set_defaults(func=_cmd_report, subparser=p)
 
     _add_data_command(
-        sub, "spectrum", _cmd_spectrum, file=("FILE", ".npy file, or .npz archive (see --key)"), with_key=True,
+        sub, "spectrum", _cmd_spectrum, with_key=True,
+        file=("FILE", ".npy file, .npz archive, directory or glob of .npy shards, or Zarr store (see --key)"),
         bases={"default": "lp_l1:6",
                "help": "selection outlined on the heatmap and reported as energy kept (default lp_l1:6)"},
         help="Walsh-Hadamard energy spectrum of one array",
@@ -204,11 +227,12 @@ def build_parser():
                     "writes spectrum.json, spectrum.png (heatmap) and energy_curve.png (energy kept versus rank).",
     )
     p = _add_data_command(
-        sub, "error", _cmd_error, file=("FILE.npz", "archive with arrays x, weight (C_out, C_in) and grad_y"),
+        sub, "error", _cmd_error,
+        file=("FILE", ".npz archive, dataset directory or Zarr group with arrays x, weight (C_out, C_in), grad_y"),
         with_key=False,
         bases={"required": True, "help": "basis selection, e.g. lp_l1:6, lp_linf:4, energy_l2:16 (ranked on grad_y)"},
         help="gradient errors of LBP-WHT and baselines on one layer",
-        description="Read x, weight and grad_y from FILE.npz, compare the LBP-WHT gradients (and rank-matched "
+        description="Read x, weight and grad_y from FILE, compare the LBP-WHT gradients (and rank-matched "
                     "baselines) with the exact ones; print a table and write error.json.",
     )
     p.add_argument("--baselines", type=_baseline_list, default=("klt", "dct", "svd", "random"), metavar="LIST",
@@ -229,11 +253,11 @@ def build_parser():
 
 def _cmd_spectrum(args):
     basis = _selection(args)
-    x = load_array(args.file, args.key)
+    x = open_source(args.file, args.key)
     spec = args.bases.strip()
     with _data_of(args.file):
         res = energy_maps(x, grid=args.grid, patch=args.patch, pad=args.pad, extra_tokens=args.extra_tokens,
-                          layout=args.layout)
+                          layout=args.layout, memory=args.memory, scheduler=args.scheduler, progress=True)
     if spec.startswith("energy"):  # rank by this array's own spectrum
         score = res.l1_map if spec.startswith("energy_l1") else res.energy_map
         basis = lbpcore.select_bases(args.patch, args.bases, calibration=score)
@@ -241,7 +265,8 @@ def _cmd_spectrum(args):
     kept = energy_kept(res, basis)
     result = res.to_dict()
     result.update({
-        "source": {"file": str(args.file), "key": args.key, "shape": list(x.shape), "dtype": str(x.dtype)},
+        "source": {"file": str(args.file), "key": args.key, "shape": list(x.shape), "dtype": str(x.dtype),
+                   "format": x.kind, "shards": len(x.shards)},
         "bases": basis.spec,
         "rank": int(basis.rank),
         "energy_kept": kept,
@@ -269,29 +294,27 @@ def _error_table(rows):
 def _cmd_error(args):
     basis = _selection(args)
     path = Path(args.file)
-    if path.suffix.lower() != ".npz":
-        raise DataError(f"{args.file}: " + ("no such file" if not path.exists()
-                                            else "expected a .npz archive with arrays x, weight and grad_y"))
-    x, weight, grad_y = (load_array(args.file, key) for key in ("x", "weight", "grad_y"))
+    if path.suffix.lower() == ".npy" or (path.is_file() and path.suffix.lower() != ".npz"):
+        raise DataError(f"{args.file}: expected a .npz archive, dataset directory or Zarr group "
+                        "with arrays x, weight and grad_y")
+    x, grad_y = open_source(args.file, "x"), open_source(args.file, "grad_y")
+    weight = open_source(args.file, "weight").read()
     if x.ndim and x.shape[0] == 0:
         raise DataError(f"{args.file}: x has an empty batch (shape {x.shape})")
     with _data_of(args.file):
-        if args.bases.strip().startswith("energy"):
-            # rank the bases by grad_y itself, the tensor the backward projects
-            basis = lbpcore.select_bases(args.patch, args.bases, calibration=grad_y, grid=args.grid,
-                                         extra_tokens=args.extra_tokens, pad=args.pad, layout=args.layout)
-        dtype = x.dtype if x.dtype.kind == "f" else "float64"
-        x, weight, grad_y = (a.astype(dtype, copy=False) for a in (x, weight, grad_y))
-        report = gradient_errors(x, weight, grad_y, grid=args.grid, patch=args.patch, bases=basis, pad=args.pad,
+        # energy specs rank the bases by grad_y itself, the tensor the backward projects
+        selection = args.bases if args.bases.strip().startswith("energy") else basis
+        report = gradient_errors(x, weight, grad_y, grid=args.grid, patch=args.patch, bases=selection, pad=args.pad,
                                  extra_tokens=args.extra_tokens, layout=args.layout, baselines=args.baselines,
-                                 seed=args.seed)
+                                 seed=args.seed, memory=args.memory, scheduler=args.scheduler, progress=True)
+    basis = report.selection
     report = to_jsonable(report)
     lbp = report["lbp"]
     baselines = {name: {"grad_x": g["grad_x"], "grad_weight": g["grad_weight"]}
                  for name, g in report.get("baselines", {}).items()}
     result = {
         "source": {"file": str(args.file), "x_shape": list(x.shape), "weight_shape": list(weight.shape),
-                   "grad_y_shape": list(grad_y.shape), "dtype": str(x.dtype)},
+                   "grad_y_shape": list(grad_y.shape), "dtype": str(x.dtype if x.dtype.kind == "f" else "float64")},
         "grid": list(args.grid),
         "patch": args.patch,
         "extra_tokens": args.extra_tokens,
@@ -375,7 +398,7 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except SystemExit as exc:  # a usage error, printed by argparse with the usage (2), or --help (0)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    except (ValueError, OSError) as exc:  # bad data (DataError), unwritable output...
+    except (ValueError, OSError, ImportError) as exc:  # bad data (DataError), unwritable output, no Dask...
         if os.environ.get("LBP_DEBUG"):
             raise
         msg = " ".join(str(exc).split()) or type(exc).__name__
