@@ -1,16 +1,31 @@
-"""Argument checks with error messages that name the argument."""
+"""Argument checks with error messages that name the argument.
+
+Every check of lbpcore lives here.  Checks of arrays take their ``shape`` (a
+tuple), so that :func:`~lbpcore.backward_cost`, which only has shapes, runs the
+same checks as the functions that compute.
+"""
 
 from __future__ import annotations
 
 import operator
 
 __all__ = [
+    "LAYOUTS",
+    "check_axes_pair",
     "check_choice",
-    "check_int",
-    "check_power_of_two",
-    "normalize_axis",
+    "check_grad_y",
     "check_grid",
+    "check_int",
+    "check_layer_input",
+    "check_nchw",
+    "check_power_of_two",
+    "check_tokens",
+    "check_weight",
+    "normalize_axis",
+    "resolve_grid",
 ]
+
+LAYOUTS = ("tokens", "nchw")
 
 
 def check_int(value, name: str, *, minimum: int | None = None) -> int:
@@ -27,6 +42,7 @@ def check_int(value, name: str, *, minimum: int | None = None) -> int:
 
 
 def check_power_of_two(value, name: str) -> int:
+    """Return ``value`` as a Python int that is a power of two, or raise naming ``name``."""
     v = check_int(value, name)
     if v < 1 or (v & (v - 1)) != 0:
         raise ValueError(f"{name} must be a power of two (1, 2, 4, 8, ...), got {v}")
@@ -34,6 +50,7 @@ def check_power_of_two(value, name: str) -> int:
 
 
 def check_choice(value, name: str, choices) -> str:
+    """Return ``value`` if it is one of the strings ``choices``, or raise naming ``name``."""
     if not isinstance(value, str) or value not in choices:
         opts = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {opts}, got {value!r}")
@@ -41,10 +58,17 @@ def check_choice(value, name: str, choices) -> str:
 
 
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
+    """Return ``axis`` in ``[0, ndim)``, or raise naming ``name``."""
     a = check_int(axis, name)
     if not -ndim <= a < ndim:
         raise ValueError(f"{name} {a} is out of range for an array with {ndim} dimension(s)")
     return a % ndim
+
+
+def check_axes_pair(axes) -> None:
+    """Raise unless ``axes`` is a sequence of two entries (their values are checked later)."""
+    if isinstance(axes, str) or not hasattr(axes, "__len__") or len(axes) != 2:
+        raise ValueError(f"axes must be a pair of distinct axes, got {axes!r}")
 
 
 def check_grid(grid, name: str = "grid") -> tuple[int, int]:
@@ -56,3 +80,93 @@ def check_grid(grid, name: str = "grid") -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ValueError(f"{name} must be a pair (h, w) of positive integers, got {(h, w)!r}")
     return h, w
+
+
+# ---------------------------------------------------------------------------
+# token grids and feature maps
+
+
+def check_tokens(shape, grid, extra_tokens, name: str = "x") -> int:
+    """Validate a tokens shape ``(B, L, C)`` against ``L == e + h*w``; return ``e``."""
+    if len(shape) != 3:
+        raise ValueError(f"{name} must have shape (B, L, C) for layout='tokens', got {tuple(shape)}")
+    e = check_int(extra_tokens, "extra_tokens")
+    if e < 0:
+        raise ValueError(f"extra_tokens must be >= 0, got {e}")
+    length = shape[1]
+    if e > length:
+        raise ValueError(f"extra_tokens={e} exceeds the {length} tokens of {name}")
+    h, w = grid
+    if length != e + h * w:
+        raise ValueError(
+            f"{name} has L={length} tokens but extra_tokens + h*w = {e} + {h}*{w} = {e + h * w} "
+            f"for grid {grid}"
+        )
+    return e
+
+
+def check_nchw(shape, grid, extra_tokens, name: str = "x") -> tuple[int, int]:
+    """Validate a feature-map shape ``(B, C, H, W)`` (no extra tokens); return the grid ``(H, W)``.
+
+    ``grid``, when given, must equal ``(H, W)``.
+    """
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W) for layout='nchw', got {tuple(shape)}")
+    e = check_int(extra_tokens, "extra_tokens")
+    if e != 0:
+        raise ValueError(f"extra_tokens must be 0 for layout='nchw', got {e}")
+    hw = (int(shape[2]), int(shape[3]))
+    if grid is None:
+        return hw
+    g = check_grid(grid)
+    if g != hw:
+        raise ValueError(f"grid {g} does not match the spatial shape {hw} of {name}")
+    return g
+
+
+def resolve_grid(shape, grid, layout: str, name: str = "x") -> tuple[int, int]:
+    """The grid of an input of ``shape``: ``grid`` (tokens, required) or the spatial shape (nchw)."""
+    if layout == "nchw":
+        return check_nchw(shape, grid, 0, name)
+    if grid is None:
+        raise ValueError("grid=(h, w) is required for layout='tokens'")
+    return check_grid(grid)
+
+
+# ---------------------------------------------------------------------------
+# linear layers
+
+
+def check_weight(weight_shape, bias_shape=None) -> None:
+    """Raise unless the weight is ``(C_out, C_in)`` and the bias, if any, ``(C_out,)``."""
+    if len(weight_shape) != 2:
+        raise ValueError(f"weight must have shape (C_out, C_in), got {tuple(weight_shape)}")
+    if bias_shape is not None and tuple(bias_shape) != (weight_shape[0],):
+        raise ValueError(f"bias must have shape (C_out,) = ({weight_shape[0]},), got {tuple(bias_shape)}")
+
+
+def check_layer_input(shape, weight_shape, layout: str, name: str = "x") -> None:
+    """Raise unless ``shape`` is ``(..., C_in)`` (tokens) or ``(B, C_in, H, W)`` (nchw)."""
+    c_in = weight_shape[1]
+    if layout == "tokens":
+        if len(shape) < 1 or shape[-1] != c_in:
+            raise ValueError(
+                f"{name} must have shape (..., C_in) with C_in = weight.shape[1] = {c_in}, got {tuple(shape)}"
+            )
+    elif len(shape) != 4 or shape[1] != c_in:
+        raise ValueError(
+            f"{name} must have shape (B, C_in, H, W) with C_in = weight.shape[1] = {c_in}, got {tuple(shape)}"
+        )
+
+
+def check_grad_y(x_shape, c_out: int, grad_y_shape, layout: str) -> None:
+    """Raise unless ``grad_y`` has the layer output's shape: ``x``'s with ``C_out`` channels."""
+    if layout == "tokens":
+        expected = tuple(x_shape[:-1]) + (c_out,)
+    else:
+        expected = (x_shape[0], c_out) + tuple(x_shape[2:])
+    if tuple(grad_y_shape) != expected:
+        raise ValueError(
+            f"grad_y must have shape {expected} (x's batch and grid shape, C_out = weight.shape[0]), "
+            f"got {tuple(grad_y_shape)}"
+        )
