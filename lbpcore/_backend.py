@@ -127,12 +127,13 @@ def common_namespace(named):
     return xp, out
 
 
-def _device_key(dev):
+def _hashable(value):
+    """``value`` itself as a cache key, or its repr if it cannot be hashed (exotic devices)."""
     try:
-        hash(dev)
-        return dev
-    except TypeError:  # pragma: no cover - unhashable device objects
-        return repr(dev)
+        hash(value)
+        return value
+    except TypeError:  # pragma: no cover - unhashable device or dtype objects
+        return repr(value)
 
 
 def compat_namespace(xp):
@@ -158,7 +159,7 @@ def constant(key, builder, xp, dtype, device):
     cache of converted constants of the package; the float64 operators behind
     the builders are cached by :func:`functools.lru_cache` where they are made.
     """
-    ck = (key, xp.__name__, str(dtype), _device_key(device))
+    ck = (key, xp.__name__, _hashable(dtype), _hashable(device))  # not str(dtype): microseconds per call
     hit = _cache.get(ck)
     if hit is not None:
         return hit

@@ -115,15 +115,31 @@ def _tiles(ops, plan, bs, be, b, inner, dt):
             yield b0, b1, p0, p1, scratch[: b1 - b0, : p1 - p0]
 
 
+def _sizes(plan: PatchPlan, ops: _BlockedOps, a):
+    """``(b, c, h, w, n, ph, pw, ki)`` of a kernel call on the ``(B, ., C)`` array ``a``."""
+    b, _, c = a.shape
+    return (b, c, *plan.grid, plan.patch, *plan.patches, len(ops.rows))
+
+
+def _column_blocks(ops: _BlockedOps, coef4, t4, b0, b1, p0, p1, pw, w, c):
+    """Per selected vertical sequency ``t`` of a tile: ``(t, coef, grid)``.
+
+    ``coef`` views the tile's coefficients of ``J_t`` in ``coef4`` ``(B, ph, pw*r, C)``
+    as ``(b1-b0, p1-p0, pw, |J_t|, C)``; ``grid`` views row ``t`` of the scratch
+    ``t4`` ``(b1-b0, p1-p0, k_i, w*C)`` as ``(b1-b0, p1-p0, w, C)``.
+    """
+    t5 = t4.reshape(b1 - b0, p1 - p0, len(ops.rows), w, c)
+    for t, js in enumerate(ops.cols):
+        off = ops.offsets[t]
+        coef = coef4[b0:b1, p0:p1, off : off + pw * len(js)].reshape(b1 - b0, p1 - p0, pw, len(js), c)
+        yield t, coef, t5[:, :, t]
+
+
 def project_blocked(x, plan: PatchPlan, e: int, scale: float, out):
     """Coefficients of the grid part of tokens ``x`` into ``out`` ``(B, M, C)``, in ``(p, i, q, j)`` order."""
     ops = _blocked_ops(plan_key(plan), float(scale))
     dt = x.dtype
-    b, _, c = x.shape
-    h, w = plan.grid
-    n = plan.patch
-    ph, pw = plan.patches
-    ki = len(ops.rows)
+    b, c, h, w, n, ph, pw, ki = _sizes(plan, ops, x)
     wc = w * c
     xv = (x if e == 0 else x[:, e:, :]).reshape(b, h, wc)
     o4 = out.reshape(b, ph, ops.block, c)
@@ -137,17 +153,12 @@ def project_blocked(x, plan: PatchPlan, e: int, scale: float, out):
             else:
                 lo, hi, _ = ops.prow[p0]
                 matmul(pmats[p0], xv[b0:b1, lo:hi][:, None], t4)
-            t5 = t4.reshape(b1 - b0, p1 - p0, ki, w, c)
-            for t, js in enumerate(ops.cols):
-                kj = len(js)
-                off = ops.offsets[t]
-                dst = o4[b0:b1, p0:p1, off : off + pw * kj].reshape(b1 - b0, p1 - p0, pw, kj, c)
-                src = t5[:, :, t]
+            for t, coef, grid in _column_blocks(ops, o4, t4, b0, b1, p0, p1, pw, w, c):
                 if ops.col_uniform:
-                    matmul(cmats[t][0], src.reshape(b1 - b0, p1 - p0, pw, n, c), dst)
+                    matmul(cmats[t][0], grid.reshape(b1 - b0, p1 - p0, pw, n, c), coef)
                 else:
                     for q, (lo, hi, _) in enumerate(ops.pcol[t]):
-                        matmul(cmats[t][q], src[:, :, lo:hi], dst[:, :, q])
+                        matmul(cmats[t][q], grid[:, :, lo:hi], coef[:, :, q])
 
     parallel(work, b, x.nbytes, _PARALLEL_MIN_BYTES)
     return out
@@ -157,11 +168,7 @@ def reconstruct_blocked(coef, plan: PatchPlan, out):
     """Inverse of :func:`project_blocked` (crop, no ``1/n**2``): ``(B, M, C)`` -> ``out`` ``(B, h*w, C)``."""
     ops = _blocked_ops(plan_key(plan), 1.0)
     dt = coef.dtype
-    b, _, c = coef.shape
-    h, w = plan.grid
-    n = plan.patch
-    ph, pw = plan.patches
-    ki = len(ops.rows)
+    b, c, h, w, n, ph, pw, ki = _sizes(plan, ops, coef)
     wc = w * c
     ov = out.reshape(b, h, wc)
     c4 = coef.reshape(b, ph, ops.block, c)
@@ -170,17 +177,12 @@ def reconstruct_blocked(coef, plan: PatchPlan, out):
 
     def work(bs, be):
         for b0, b1, p0, p1, t4 in _tiles(ops, plan, bs, be, b, (ki, wc), dt):
-            t5 = t4.reshape(b1 - b0, p1 - p0, ki, w, c)
-            for t, js in enumerate(ops.cols):
-                kj = len(js)
-                off = ops.offsets[t]
-                src = c4[b0:b1, p0:p1, off : off + pw * kj].reshape(b1 - b0, p1 - p0, pw, kj, c)
-                dst = t5[:, :, t]
+            for t, coef, grid in _column_blocks(ops, c4, t4, b0, b1, p0, p1, pw, w, c):
                 if ops.col_uniform:
-                    matmul(cmats[t][0], src, dst.reshape(b1 - b0, p1 - p0, pw, n, c))
+                    matmul(cmats[t][0], coef, grid.reshape(b1 - b0, p1 - p0, pw, n, c))
                 else:
                     for q, (lo, hi, _) in enumerate(ops.rcol[t]):
-                        matmul(cmats[t][q], src[:, :, q], dst[:, :, lo:hi])
+                        matmul(cmats[t][q], coef[:, :, q], grid[:, :, lo:hi])
             if ops.row_uniform:
                 matmul(rmats[0], t4, o4[b0:b1, p0:p1])
             else:

@@ -16,16 +16,7 @@ from .._validation import check_axes_pair, check_choice, check_power_of_two
 from ._dispatch import transform
 from ._walsh import NORMS, ORDERINGS, ordered_hadamard, permutation
 
-__all__ = [
-    "ORDERINGS",
-    "NORMS",
-    "fwht",
-    "ifwht",
-    "fwht2",
-    "ifwht2",
-    "walsh_matrix",
-    "sequency_permutation",
-]
+__all__ = ["NORMS", "ORDERINGS", "fwht", "fwht2", "ifwht", "ifwht2", "sequency_permutation", "walsh_matrix"]
 
 
 def sequency_permutation(n: int, ordering: str = "sequency") -> np.ndarray:
