@@ -11,7 +11,7 @@ from array_api_compat import size
 from ._backend import common_namespace
 from ._bases import BasisSet, as_basis
 from ._patches import PatchPlan, make_plan, plan_for, project_raw, reconstruct_raw
-from ._validation import LAYOUTS, check_choice, check_grad_y, check_layer_input, check_weight
+from ._validation import LAYOUTS, check_choice, check_grad_y, check_layer_input, check_weight, require_grid
 
 __all__ = ["Gradients", "linear", "dense_backward", "lbp_backward", "LBPLinear"]
 
@@ -359,8 +359,7 @@ class LBPLinear:
         check_weight(self.weight.shape, None if self.bias is None else self.bias.shape)
         self.layout = layout
         self.extra_tokens = extra_tokens
-        if layout == "tokens" and grid is None:
-            raise ValueError("grid=(h, w) is required for layout='tokens'")
+        require_grid(grid, layout)
         self._grid = grid
         self._patch = patch
         self._bases = bases

@@ -7,7 +7,7 @@ import numpy as np
 from ._backend import as_float_array, to_numpy
 from ._bases import BasisSet, as_basis, canonical_order, parse_spec
 from ._patches import project
-from ._validation import check_power_of_two
+from ._validation import check_calibration, check_power_of_two
 
 __all__ = ["select_bases"]
 
@@ -96,17 +96,9 @@ def select_bases(n, spec, *, calibration=None, grid=None, extra_tokens=0, pad="r
 
 def _score_map(calibration, n, kind, *, grid, extra_tokens, pad, layout):
     xp, cal = as_float_array(calibration, "calibration")
+    check_calibration(tuple(cal.shape), n, layout)
     if cal.ndim == 2:
-        if tuple(cal.shape) != (n, n):
-            raise ValueError(f"calibration score map must have shape ({n}, {n}), got {tuple(cal.shape)}")
         return to_numpy(cal).astype(np.float64)
-    expected_ndim = 3 if layout == "tokens" else 4
-    if cal.ndim != expected_ndim:
-        raise ValueError(
-            f"calibration must be an ({n}, {n}) score map or data of shape "
-            f"{'(B, L, C)' if layout == 'tokens' else '(B, C, H, W)'} for layout={layout!r}, "
-            f"got shape {tuple(cal.shape)}"
-        )
     full = BasisSet(n, tuple(map(tuple, canonical_order(n).tolist())), "full")
     coef = project(cal, grid=grid, patch=n, bases=full, pad=pad, extra_tokens=extra_tokens, layout=layout)
     r_axis = 2 if layout == "tokens" else 3

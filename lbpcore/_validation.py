@@ -12,16 +12,21 @@ import operator
 __all__ = [
     "LAYOUTS",
     "check_axes_pair",
+    "check_calibration",
     "check_choice",
+    "check_coefficients",
     "check_grad_y",
     "check_grid",
     "check_int",
     "check_layer_input",
     "check_nchw",
+    "check_padding",
     "check_power_of_two",
     "check_tokens",
+    "check_transform_axes",
     "check_weight",
     "normalize_axis",
+    "require_grid",
     "resolve_grid",
 ]
 
@@ -65,6 +70,19 @@ def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     return a % ndim
 
 
+def check_transform_axes(shape, axes, name: str = "x") -> list[int]:
+    """Normalized ``axes`` of an array of ``shape``: distinct, in range, of power-of-two lengths."""
+    ndim = len(shape)
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
+    norm_axes = [normalize_axis(a, ndim, "axis" if len(axes) == 1 else "axes") for a in axes]
+    if len(set(norm_axes)) != len(norm_axes):
+        raise ValueError(f"axes must be distinct, got {tuple(axes)}")
+    for a in norm_axes:
+        check_power_of_two(shape[a], f"length of {name} along axis {a}")
+    return norm_axes
+
+
 def check_axes_pair(axes) -> None:
     """Raise unless ``axes`` is a sequence of two entries (their values are checked later)."""
     if isinstance(axes, str) or not hasattr(axes, "__len__") or len(axes) != 2:
@@ -84,6 +102,20 @@ def check_grid(grid, name: str = "grid") -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------
 # token grids and feature maps
+
+
+def check_padding(pad: str, patch: int, side: str, length: int, before: int, after: int) -> None:
+    """Raise if ``pad`` cannot pad a grid side of ``length`` by ``before`` and ``after`` samples."""
+    if pad == "none" and before + after:
+        raise ValueError(
+            f'pad="none" needs the patch size {patch} to divide the {side} {length}; '
+            f'use pad="reflect" or pad="zero"'
+        )
+    if pad == "reflect" and max(before, after) >= length:
+        raise ValueError(
+            f"reflect padding of {max(before, after)} is wider than the {side} {length} allows "
+            f"(patch {patch}); use a smaller patch or pad=\"zero\""
+        )
 
 
 def check_tokens(shape, grid, extra_tokens, name: str = "x") -> int:
@@ -124,12 +156,45 @@ def check_nchw(shape, grid, extra_tokens, name: str = "x") -> tuple[int, int]:
     return g
 
 
+def check_coefficients(shape, num_patches: int, rank: int, layout: str) -> None:
+    """Raise unless ``coef`` is ``(B, P, r, C)`` (tokens) or ``(B, C, P, r)`` (nchw)."""
+    if len(shape) != 4:
+        raise ValueError(f"coef must be 4-D, got shape {tuple(shape)}")
+    if layout == "tokens" and tuple(shape[1:3]) != (num_patches, rank):
+        raise ValueError(
+            f"coef must have shape (B, {num_patches}, {rank}, C) for this plan, got {tuple(shape)}"
+        )
+    if layout == "nchw" and tuple(shape[2:]) != (num_patches, rank):
+        raise ValueError(
+            f"coef must have shape (B, C, {num_patches}, {rank}) for this plan, got {tuple(shape)}"
+        )
+
+
+def check_calibration(shape, n: int, layout: str) -> None:
+    """Raise unless calibration data is an ``(n, n)`` score map or data of ``layout``."""
+    if len(shape) == 2:
+        if tuple(shape) != (n, n):
+            raise ValueError(f"calibration score map must have shape ({n}, {n}), got {tuple(shape)}")
+        return
+    if len(shape) != (3 if layout == "tokens" else 4):
+        raise ValueError(
+            f"calibration must be an ({n}, {n}) score map or data of shape "
+            f"{'(B, L, C)' if layout == 'tokens' else '(B, C, H, W)'} for layout={layout!r}, "
+            f"got shape {tuple(shape)}"
+        )
+
+
+def require_grid(grid, layout: str) -> None:
+    """Raise if ``grid`` is missing for the tokens layout (NCHW maps carry their grid)."""
+    if layout == "tokens" and grid is None:
+        raise ValueError("grid=(h, w) is required for layout='tokens'")
+
+
 def resolve_grid(shape, grid, layout: str, name: str = "x") -> tuple[int, int]:
     """The grid of an input of ``shape``: ``grid`` (tokens, required) or the spatial shape (nchw)."""
     if layout == "nchw":
         return check_nchw(shape, grid, 0, name)
-    if grid is None:
-        raise ValueError("grid=(h, w) is required for layout='tokens'")
+    require_grid(grid, layout)
     return check_grid(grid)
 
 

@@ -17,6 +17,7 @@ from .._validation import (
     check_choice,
     check_grid,
     check_nchw,
+    check_padding,
     check_power_of_two,
     check_tokens,
     resolve_grid,
@@ -226,18 +227,9 @@ def make_plan(grid, patch, bases, pad="reflect") -> PatchPlan:
     n = check_power_of_two(patch, "patch")
     check_choice(pad, "pad", PADS)
     basis = as_basis(n, bases)
-    for name, length in (("grid height", h), ("grid width", w)):
+    for side, length in (("grid height", h), ("grid width", w)):
         _, before, after = padding(length, n)
-        if pad == "none" and before + after:
-            raise ValueError(
-                f'pad="none" needs the patch size {n} to divide the {name} {length}; '
-                f'use pad="reflect" or pad="zero"'
-            )
-        if pad == "reflect" and max(before, after) >= length:
-            raise ValueError(
-                f"reflect padding of {max(before, after)} is wider than the {name} {length} allows "
-                f"(patch {n}); use a smaller patch or pad=\"zero\""
-            )
+        check_padding(pad, n, side, length, before, after)
     return _plan(h, w, n, pad, basis)
 
 

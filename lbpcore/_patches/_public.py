@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import as_float_array, device_of
-from .._validation import LAYOUTS, check_choice
+from .._validation import LAYOUTS, check_choice, check_coefficients
 from ._dispatch import project_raw, reconstruct_raw
 from ._plan import make_plan, plan_for
 
@@ -111,18 +111,12 @@ def reconstruct(coef, *, grid, patch=8, bases="lp_l1:6", pad="reflect", layout="
     xp, coef = as_float_array(coef, "coef")
     plan = make_plan(grid, patch, bases, pad)
     pcount, r = plan.num_patches, plan.rank
-    if coef.ndim != 4:
-        raise ValueError(f"coef must be 4-D, got shape {tuple(coef.shape)}")
-    b = coef.shape[0]
+    check_coefficients(coef.shape, pcount, r, layout)
     if layout == "tokens":
-        if tuple(coef.shape[1:3]) != (pcount, r):
-            raise ValueError(f"coef must have shape (B, {pcount}, {r}, C) for this plan, got {tuple(coef.shape)}")
-        c = coef.shape[3]
+        b, _, _, c = coef.shape
         flat = xp.reshape(coef, (b, pcount * r, c))
     else:
-        if tuple(coef.shape[2:]) != (pcount, r):
-            raise ValueError(f"coef must have shape (B, C, {pcount}, {r}) for this plan, got {tuple(coef.shape)}")
-        c = coef.shape[1]
+        b, c, _, _ = coef.shape
         flat = xp.permute_dims(xp.reshape(coef, (b, c, pcount * r)), (0, 2, 1))
     out = reconstruct_raw(xp, flat, plan, layout)
     n2 = plan.patch * plan.patch

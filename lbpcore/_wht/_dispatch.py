@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 
 from .._backend import as_float_array
-from .._validation import check_choice, check_power_of_two, normalize_axis
+from .._validation import check_choice, check_transform_axes
 from . import _numpy_engine
 from ._array_api_engine import transform_axis
 from ._walsh import NORMS, ORDERINGS, norm_scale
@@ -46,14 +46,7 @@ def transform(x, axes, ordering, norm, inverse, out=None, name="x"):
     check_choice(ordering, "ordering", ORDERINGS)
     check_choice(norm, "norm", NORMS)
     xp, x = as_float_array(x, name)
-    ndim = x.ndim
-    if ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
-    norm_axes = [normalize_axis(a, ndim, "axis" if len(axes) == 1 else "axes") for a in axes]
-    if len(set(norm_axes)) != len(norm_axes):
-        raise ValueError(f"axes must be distinct, got {tuple(axes)}")
-    for a in norm_axes:
-        check_power_of_two(x.shape[a], f"length of {name} along axis {a}")
+    norm_axes = check_transform_axes(tuple(x.shape), axes, name)
     if isinstance(x, np.ndarray):  # promoted integers: the NumPy engine
         y = _numpy_engine.transform(x, axes, ordering, norm, inverse, out)
         if y is not None:
