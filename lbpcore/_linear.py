@@ -214,11 +214,8 @@ def _grid_grad_x(xp, gxs, plan: PatchPlan, e: int, layout: str):
     h, w = plan.grid
     if isinstance(gxs, np.ndarray):
         gx = np.empty((b, e + h * w, c_in), dtype=gxs.dtype)
-        if e:
-            gx[:, :e] = gxs[:, :e]
-            reconstruct_raw(xp, gxs[:, e:], plan, layout, out=gx[:, e:], any_order=True)
-        else:
-            reconstruct_raw(xp, gxs, plan, layout, out=gx, any_order=True)
+        gx[:, :e] = gxs[:, :e]
+        reconstruct_raw(xp, gxs[:, e:], plan, layout, out=gx[:, e:], any_order=True)
         return gx
     if e:
         return xp.concat([gxs[:, :e, :], reconstruct_raw(xp, gxs[:, e:, :], plan, layout, any_order=True)], axis=1)

@@ -1,8 +1,12 @@
 """Argument checks with error messages that name the argument.
 
-Every check of lbpcore lives here.  Checks of arrays take their ``shape`` (a
-tuple), so that :func:`~lbpcore.backward_cost`, which only has shapes, runs the
-same checks as the functions that compute.
+The checks of lbpcore's arguments live here, except three that belong to what
+they check: the array type, dtype and device checks of the namespace dispatch
+(:mod:`lbpcore._backend`), the grammar of basis specs and pairs
+(:mod:`lbpcore._bases`) and the ``out=`` array of the NumPy transform engine.
+Checks of arrays take their ``shape`` (a tuple), so that
+:func:`~lbpcore.backward_cost`, which only has shapes, runs the same checks as
+the functions that compute.
 """
 
 from __future__ import annotations
