@@ -39,7 +39,7 @@ from analysis.errors import (
 )
 from analysis.metrics import cosine, energy_fraction, relative_error
 from analysis.spectrum import energy_kept, energy_maps
-from conftest import basis_images_oracle, lp_l1_oracle, pad_oracle, pad_widths
+from oracles import basis_images_oracle, lp_l1_oracle, pad_oracle, pad_widths
 
 
 def smooth(rng, shape, width=1.5):

@@ -23,7 +23,7 @@ from analysis.spectrum import (
     energy_kept,
     energy_maps,
 )
-from conftest import coefficients_oracle, lp_linf_oracle, pad_oracle
+from oracles import coefficients_oracle, lp_linf_oracle, pad_oracle
 
 
 def smooth_field(rng, b, h, w, c, width=3.0):

@@ -6,16 +6,15 @@ between shared-memory exchanges): each element is read from and written to
 global memory once, where the generic array-API path (dense Hadamard blocks by
 matrix products plus a gather for the ordering) makes several passes.  The
 scale and the ordering permutation are applied when the row is written back.
-Measured on an H200 (CuPy 14.2, float32, 4096 x 4096): 860-880 GB/s in natural
-order, 0.28 of the device's copy bandwidth, against 540 GB/s for the generic
-path; the kernel is bound by its shared-memory exchanges and synchronizations,
-not by global memory.
+Its measured bandwidth is in ``docs/benchmarks.md`` (GPU section).
 
 Only used for CuPy arrays of float32/float64; everything else takes the generic
 path, which remains the reference this kernel is tested against (``gpu`` tests).
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,21 +66,14 @@ extern "C" __global__ void fwht_rows_{name}(const {T}* __restrict__ x, {T}* __re
 }}
 """
 
-_kernels: dict = {}
+
+@lru_cache(maxsize=None)
+def _kernel(cp, dtype_name: str):
+    t = "float" if dtype_name == "float32" else "double"
+    return cp.RawKernel(_SOURCE.format(name=dtype_name, T=t), f"fwht_rows_{dtype_name}")
 
 
-def _kernel(cp, dtype):
-    key = np.dtype(dtype).name
-    k = _kernels.get(key)
-    if k is None:
-        t = "float" if key == "float32" else "double"
-        src = _SOURCE.format(name=key, T=t)
-        k = cp.RawKernel(src, f"fwht_rows_{key}")
-        _kernels[key] = k
-    return k
-
-
-def applicable(xp, x, n: int) -> bool:
+def applicable(x, n: int) -> bool:
     """True when ``x`` is a CuPy float32/float64 array and ``2 <= n <= MAX_N``."""
     if not (2 <= n <= MAX_N):
         return False
@@ -107,7 +99,7 @@ def fwht_rows(x, n: int, perm, scale: float):
     -------
     cupy.ndarray, same shape and dtype as ``x``
     """
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415 - optional GPU dependency, only for CuPy input
 
     shape = x.shape
     rows = x.size // n
@@ -117,7 +109,7 @@ def fwht_rows(x, n: int, perm, scale: float):
         return out.reshape(shape)
     threads = min(512, max(32, n // 2))
     dt = np.dtype(x.dtype)
-    kernel = _kernel(cp, dt)
+    kernel = _kernel(cp, dt.name)
     kernel((rows,), (threads,), (src, out, perm, np.int32(n), np.int32(n.bit_length() - 1), dt.type(scale)),
            shared_mem=n * dt.itemsize)
     return out.reshape(shape)

@@ -1,0 +1,114 @@
+"""Kernel choice of the projections: which kernel serves which input (no argument checks).
+
+* NumPy tokens whose coefficient order does not matter (the backward passes,
+  :func:`~lbpcore.apply_projector`): the cache-blocked kernel (:mod:`._blocked`).
+* Otherwise, when ``pw * r`` is small: the direct strip kernel (:mod:`._direct`),
+  recomputed with the separable kernel when its result is not finite.
+* Otherwise the separable kernel (:mod:`._separable`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._blocked import project_blocked, reconstruct_blocked
+from ._direct import project_direct, reconstruct_direct
+from ._plan import PatchPlan
+from ._separable import project_separable, reconstruct_separable
+
+__all__ = ["project_raw", "reconstruct_raw"]
+
+#: The direct strip kernel costs ``2 * pw * r`` flops per input element; above
+#: this ``pw * r`` the separable row/column operators (a few flops per element but
+#: more passes over memory) are used instead.
+_DIRECT_MAX = 128
+
+
+def _use_direct(plan: PatchPlan) -> bool:
+    """Direct strip contraction (``2 pw r`` flops per element, one pass) or separable operators."""
+    return plan.patches[1] * plan.rank <= _DIRECT_MAX
+
+
+def _use_blocked(x, layout: str) -> bool:
+    """Whether the cache-blocked kernel, whose coefficients come in ``(p, i, q, j)`` order, serves ``x``."""
+    return layout == "tokens" and isinstance(x, np.ndarray)
+
+
+def _all_finite(xp, a) -> bool:
+    """Whether ``a`` holds only finite values (one reduction; an overflowing sum says no).
+
+    The direct strip operators hold structural zeros between the patches of a
+    strip, and ``0 * nan`` is nan: a non-finite value would leak into the
+    neighbouring patches.  When this returns False the separable operators, which
+    never mix patches, are used instead.
+    """
+    if isinstance(a, np.ndarray):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return bool(np.isfinite(np.sum(a)))
+    return bool(xp.all(xp.isfinite(xp.sum(a))))
+
+
+def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scale: float = 1.0,
+                keep_extra: bool = False, any_order: bool = False):
+    """Coefficients of the grid part of ``x`` (no validation), channels last.
+
+    Returns ``(extra, coef)``: ``coef`` is ``(B, M, C)`` for both layouts, ``M = P * r``,
+    each coefficient multiplied by ``scale``; ``extra`` is ``x[:, :e]`` (a view) or None.
+    The rows of ``coef`` are in ``(p, q, k)`` order (patches row-major, bases in
+    canonical order), or, with ``any_order=True``, in whatever order the fastest
+    kernel produces: then only :func:`reconstruct_raw` with ``any_order=True`` (and
+    products that do not care about the order of the rows) may consume them.  With
+    ``keep_extra=True`` returns ``(None, full)`` where ``full`` is ``(B, e + M, C)``:
+    the extra tokens (unscaled) followed by the coefficients, so that one GEMM
+    covers both.
+    """
+    e = extra_tokens if layout == "tokens" else 0
+    extra = None if e == 0 else x[:, :e, :]
+    if isinstance(x, np.ndarray):
+        b, c = (x.shape[0], x.shape[2]) if layout == "tokens" else x.shape[:2]
+        m = plan.num_patches * plan.rank
+        full = np.empty((b, (e if keep_extra else 0) + m, c), dtype=x.dtype)
+        grid = full
+        if keep_extra and e:
+            full[:, :e] = extra
+            grid = full[:, e:]
+        if any_order and _use_blocked(x, layout):
+            project_blocked(x, plan, e, scale, grid)
+        elif _use_direct(plan):
+            project_direct(xp, x, plan, layout, e, scale, grid)
+            if not _all_finite(xp, grid):
+                grid[...] = project_separable(xp, x, plan, layout, e, scale)
+        else:
+            grid[...] = project_separable(xp, x, plan, layout, e, scale)
+        return (None, full) if keep_extra else (extra, full)
+    if _use_direct(plan):
+        coef = project_direct(xp, x, plan, layout, e, scale, None)
+        if not _all_finite(xp, coef):
+            coef = project_separable(xp, x, plan, layout, e, scale)
+    else:
+        coef = project_separable(xp, x, plan, layout, e, scale)
+    if keep_extra:
+        if e:
+            coef = xp.concat([extra, coef], axis=1)
+        return None, coef
+    return extra, coef
+
+
+def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, any_order: bool = False):
+    """Inverse of :func:`project_raw` up to the factor ``n**2`` and the crop.
+
+    ``(B, M, C)`` -> tokens ``(B, h*w, C)`` or nchw ``(B, C, h, w)``; ``any_order`` as
+    given to :func:`project_raw`.  NumPy only: the result is written into ``out``
+    (a possibly strided view of the right shape) when given.
+    """
+    if any_order and _use_blocked(coef, layout):
+        if out is None:
+            out = np.empty((coef.shape[0], plan.grid[0] * plan.grid[1], coef.shape[2]), dtype=coef.dtype)
+        return reconstruct_blocked(coef, plan, out)
+    if _use_direct(plan) and _all_finite(xp, coef):
+        return reconstruct_direct(xp, coef, plan, layout, out)
+    res = reconstruct_separable(xp, coef, plan, layout)
+    if out is not None:
+        out[...] = res
+        return out
+    return res
