@@ -57,15 +57,15 @@ for grid, cin, cout in (((16, 16), 768, 3072), ((14, 14), 768, 3072)):
     xp = array_api_compat.array_namespace(x)
     plan = make_plan(grid, 8, "lp_l1:6")
     t = lambda f: float(np.median(benchmark(f, n_repeat=10, n_warmup=2).gpu_times[0])) * 1e3
-    _, gs = project_raw(xp, gy, plan, "tokens", 0, keep_extra=True, order="internal")
-    _, xs = project_raw(xp, x, plan, "tokens", 0, keep_extra=True, order="internal")
+    _, gs = project_raw(xp, gy, plan, "tokens", 0, keep_extra=True, any_order=True)
+    _, xs = project_raw(xp, x, plan, "tokens", 0, keep_extra=True, any_order=True)
     gs2, xs2 = gs.reshape(-1, cout), xs.reshape(-1, cin)
     gxs = (gs2 @ w).reshape(256, -1, cin)
     print(grid, cin, cout, "ms:",
-          "proj x %.2f" % t(lambda: project_raw(xp, x, plan, "tokens", 0, keep_extra=True, order="internal")),
-          "proj gy %.2f" % t(lambda: project_raw(xp, gy, plan, "tokens", 0, keep_extra=True, order="internal")),
+          "proj x %.2f" % t(lambda: project_raw(xp, x, plan, "tokens", 0, keep_extra=True, any_order=True)),
+          "proj gy %.2f" % t(lambda: project_raw(xp, gy, plan, "tokens", 0, keep_extra=True, any_order=True)),
           "gemm gw %.2f" % t(lambda: gs2.T @ xs2), "gemm gx %.2f" % t(lambda: gs2 @ w),
-          "recon %.2f" % t(lambda: reconstruct_raw(xp, gxs, plan, "tokens", order="internal")),
+          "recon %.2f" % t(lambda: reconstruct_raw(xp, gxs, plan, "tokens", any_order=True)),
           "dense gw %.2f" % t(lambda: gy.reshape(-1, cout).T @ x.reshape(-1, cin)),
           "dense gx %.2f" % t(lambda: gy.reshape(-1, cout) @ w))
 PY
