@@ -188,6 +188,13 @@ class FakeCupy(types.ModuleType):
         self.RawModule = RawModule
 
     def _library(self, code):
+        if "LBP_PATCH_ENTRIES(" in code:
+            # one host build per selection: instantiate every variant, not just the one asked for
+            lines = [ln for ln in code.splitlines() if not ln.startswith("LBP_PATCH_ENTRIES(")]
+            code = "\n".join(lines) + "\n" + "".join(
+                f"LBP_PATCH_ENTRIES({suf}, {ct}, {lay}, {int(lay == 'nchw')}, {vec})\n"
+                for suf, ct in (("f32", "float"), ("f64", "double"))
+                for lay, vec in (("tokens", 1), ("tokens", 2), ("tokens", 4), ("nchw", 1)))
         key = hashlib.sha1(code.encode()).hexdigest()
         lib = self._libs.get(key)
         if lib is None:
@@ -338,22 +345,156 @@ def test_transform_dispatch(fake_cupy):
 
 
 # --------------------------------------------------------------------------
+# patch projection and reconstruction
+# --------------------------------------------------------------------------
+
+from lbpcore import _cuda_patches  # noqa: E402
+
+#: (n, selection): low-pass and not low-pass, every supported patch size
+SELECTIONS = [
+    (1, "lp_l1:1"),
+    (2, "lp_linf:2"),
+    (4, [(0, 0), (1, 2), (3, 0), (2, 3)]),
+    (8, "lp_l1:6"),
+    (8, [(7, 7), (0, 5), (3, 1)]),
+    (16, "lp_l1:3"),
+    (16, [(15, 0), (0, 15), (9, 8), (4, 12)]),
+]
+GRIDS = [(7, 9), (14, 14), (3, 5), (1, 1)]
+
+
+def _cases(n):
+    """(grid, pad) pairs: every padding each grid allows, plus a divisible grid for pad="none"."""
+    out = []
+    for grid in GRIDS + [(n, 2 * n)]:
+        for pad in ("reflect", "zero", "none"):
+            try:
+                lbpcore.make_plan(grid, n, "lp_l1:1", pad)
+            except ValueError:
+                continue
+            out.append((grid, pad))
+    return out
+
+
+def _check_patch_kernels(n, bases, grid, pad, dtype, layout, e, c, rng):
+    basis = lbpcore.select_bases(n, bases)
+    idx = basis.indices
+    h, w = grid
+    kw = dict(grid=grid, patch=n, bases=basis, pad=pad, layout=layout)
+    if layout == "tokens":
+        x = rng.standard_normal((2, e + h * w, c)).astype(dtype)
+    else:
+        x = rng.standard_normal((2, c, h, w)).astype(dtype)
+    xd = _dev(x)
+    ref = lbpcore.project(x, extra_tokens=e, **kw)  # (B, P, r, C) or (B, C, P, r)
+    if layout == "nchw":
+        ref = ref.transpose(0, 2, 3, 1)
+    ref = ref.reshape(2, -1, c)
+    msg = f"n={n} {bases} grid={grid} pad={pad} {layout} e={e} C={c} {np.dtype(dtype).name}"
+    for keep in (False, True):
+        got = _cuda_patches.project(xd, grid, n, pad, idx, extra_tokens=e, scale=0.5, layout=layout,
+                                    keep_extra=keep)
+        eo = e if keep else 0
+        assert got.shape == (2, eo + ref.shape[1], c) and got.dtype == dtype, msg
+        assert_allclose_dtype(got[:, eo:], 0.5 * ref, dtype, err_msg=msg)
+        if eo:
+            np.testing.assert_array_equal(got[:, :eo], x[:, :eo])
+    np.testing.assert_array_equal(xd, x)  # input untouched
+    # reconstruction of random coefficients, extra tokens in front
+    coef = rng.standard_normal((2, e + ref.shape[1], c)).astype(dtype)
+    cd = _dev(coef)
+    rec = _cuda_patches.reconstruct(cd, grid, n, pad, idx, extra_tokens=e, scale=1.0 / (n * n), layout=layout)
+    p = ref.shape[1] // len(idx)
+    c4 = coef[:, e:].reshape(2, p, len(idx), c)
+    want = lbpcore.reconstruct(c4 if layout == "tokens" else c4.transpose(0, 3, 1, 2), **kw)
+    if layout == "tokens":
+        assert rec.shape == (2, e + h * w, c), msg
+        np.testing.assert_array_equal(rec[:, :e], coef[:, :e])
+        rec = rec[:, e:]
+    assert rec.shape == want.shape, msg
+    assert_allclose_dtype(rec, want, dtype, err_msg="reconstruct " + msg)
+    np.testing.assert_array_equal(cd, coef)
+
+
+@pytest.mark.parametrize("dtype", WHT_DTYPES)
+@pytest.mark.parametrize(("n", "bases"), SELECTIONS, ids=[f"{n}-{b}" for n, b in SELECTIONS])
+def test_patch_kernels(fake_cupy, n, bases, dtype):
+    rng = np.random.default_rng(n)
+    for k, (grid, pad) in enumerate(_cases(n)):
+        e = (0, 1, 3)[k % 3]
+        c = (8, 6, 5)[k % 3]  # 4, 2 and 1 channels per thread (float32)
+        _check_patch_kernels(n, bases, grid, pad, dtype, "tokens", e, c, rng)
+        _check_patch_kernels(n, bases, grid, pad, dtype, "nchw", 0, 3, rng)
+
+
+def test_patch_kernels_vector_width_and_alignment(fake_cupy):
+    """A misaligned start and odd channel counts fall back to narrower accesses; zero batch works."""
+    rng = np.random.default_rng(5)
+    idx = lbpcore.select_bases(8, "lp_l1:6").indices
+    flat = _dev(rng.standard_normal(1 + 2 * 196 * 8).astype(np.float32))
+    x = flat[1:].reshape(2, 196, 8)
+    got = _cuda_patches.project(x, (14, 14), 8, "reflect", idx)
+    want = lbpcore.project(np.asarray(x), grid=(14, 14), patch=8, bases="lp_l1:6").reshape(2, -1, 8)
+    assert_allclose_dtype(got, want, np.float32)
+    names = {f.name for f in fake_cupy.launches}
+    assert "lbp_project_f32_tokens_v4" in names and "lbp_project_f32_tokens_v1" in names
+    assert _cuda_patches.project(_dev(np.zeros((0, 196, 8), np.float32)), (14, 14), 8, "zero", idx).shape == (0, 84, 8)
+    assert _cuda_patches.channel_vector(8, 21, np.float32) == 4
+    assert _cuda_patches.channel_vector(16, 128, np.float64) == 1
+
+
+def test_patch_kernels_unsupported_and_errors(fake_cupy):
+    x = _dev(np.zeros((1, 64, 2), np.float32))
+    assert _cuda_patches.project(x, (8, 8), 32, "reflect", [(0, 0)]) is None
+    assert _cuda_patches.reconstruct(x, (8, 8), 32, "reflect", [(0, 0)]) is None
+    full16 = [(i, j) for i in range(16) for j in range(16)]
+    assert _cuda_patches.project(_dev(np.zeros((1, 256, 2), np.float32)), (16, 16), 16, "none", full16) is None
+    assert _cuda_patches.project(_dev(np.zeros((1, 64, 2), np.float16)), (8, 8), 8, "none", [(0, 0)]) is None
+    assert not _cuda_patches.supported(8, [(0, 0)], np.int32) and _cuda_patches.supported(16, full16[:128])
+    assert _cuda_patches.supported(16, full16[:80], np.float64) and not _cuda_patches.supported(16, full16[:81], "f8")
+    with pytest.raises(ValueError, match="reflect padding"):
+        _cuda_patches.project(_dev(np.zeros((1, 15, 2), np.float32)), (3, 5), 8, "reflect", [(0, 0)])
+    with pytest.raises(ValueError, match='pad="none"'):
+        _cuda_patches.project(_dev(np.zeros((1, 63, 2), np.float32)), (7, 9), 8, "none", [(0, 0)])
+    with pytest.raises(ValueError, match="shape"):
+        _cuda_patches.project(x, (8, 8), 8, "none", [(0, 0)], extra_tokens=1)
+    with pytest.raises(ValueError, match="shape"):
+        _cuda_patches.reconstruct(x, (8, 8), 8, "none", [(0, 0)])
+    with pytest.raises(ValueError, match="indices"):
+        _cuda_patches.project(x, (8, 8), 8, "none", [(0, 8)])
+
+
+# --------------------------------------------------------------------------
 # nvcc: the device code compiles for sm_90
 # --------------------------------------------------------------------------
 
 
-def _nvcc(source, tmp, name):
-    src = tmp / f"{name}.cu"
-    src.write_text(source)
-    res = subprocess.run([NVCC, "-arch=sm_90", "-c", "-Xptxas", "-v", "-o", str(tmp / f"{name}.o"), str(src)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-4000:]
-    return res.stderr
+def _nvcc_all(sources, tmp):
+    """Compile ``{name: source}`` with ``nvcc -arch=sm_90 -c`` concurrently; ``{name: ptxas log}``."""
+    procs = {}
+    for name, source in sources.items():
+        src = tmp / f"{name}.cu"
+        src.write_text(source)
+        procs[name] = subprocess.Popen([NVCC, "-arch=sm_90", "-c", "-Xptxas", "-v", "-o", str(tmp / f"{name}.o"),
+                                        str(src)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = {}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}:\n{err[-4000:]}"
+        logs[name] = err
+    return logs
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
-def test_nvcc_compiles_wht(tmp_path):
-    log = _nvcc(_cuda_wht.SOURCE, tmp_path, "wht")
-    assert "lbp_wht_rows_f32_v16" in log
-    assert " 0 bytes spill stores" in log and not re.search(r"[1-9]\d* bytes spill stores", log), log
-    assert not re.search(r"[1-9]\d* bytes stack frame", log), log
+def test_nvcc_compiles_for_sm90(tmp_path):
+    """Every WHT kernel, and the patch kernels of both dtypes and layouts, compile without spills."""
+    idx6 = lbpcore.select_bases(8, "lp_l1:6").indices
+    logs = _nvcc_all({
+        "wht": _cuda_wht.SOURCE,
+        "p8": _cuda_patches.source(8, idx6, [("float32", "tokens", 4), ("float64", "nchw", 1)]),
+    }, tmp_path)
+    for name, log in logs.items():
+        assert "Compiling entry function" in log, name
+        assert not re.search(r"[1-9]\d* bytes spill stores", log), f"{name} spills registers:\n{log}"
+        assert not re.search(r"[1-9]\d* bytes stack frame", log), f"{name} uses local memory:\n{log}"
+    assert "lbp_wht_rows_f64_v16" in logs["wht"] and "lbp_reconstruct_f64_nchw_v1" in logs["p8"]
