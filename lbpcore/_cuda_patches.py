@@ -2,23 +2,26 @@
 
 One thread per ``(batch item, patch, group of VEC channels)``, consecutive
 threads along the channels so that every load and store of a warp is
-contiguous in the tokens layout (``VEC`` = 4, 2 or 1 channels per thread, one
-vector access).  The selected bases are baked into the source (one module per
-patch size and selection, compiled by NVRTC on first use and cached), so every
-index below is a compile-time constant and all arrays stay in registers.
+contiguous in the tokens layout (``VEC`` = 1, 2 or 4 channels per thread, one
+access of ``VEC`` values; default 8 bytes, see :data:`DEFAULT_ACCESS_BYTES`).
+The selected bases are baked into the source (one module per selection, dtype,
+layout and ``VEC``, compiled by NVRTC on first use and cached), so every index
+below is a compile-time constant and all arrays stay in registers.
 
-Projection: for each row ``u`` of the ``n x n`` patch the thread loads the
-``n`` values (padding by index mapping: reflected indices, or zeros without a
-load), transforms them along the row by butterflies in registers, and adds
-``±`` the selected horizontal sequencies into ``r`` accumulators (the sign is
-that of the selected vertical Walsh row at ``u``).  Registers: ``VEC (n + r)``
-values.  Global traffic: the input once (reflected rows and columns are read
-twice), the ``r`` coefficients written once, channels-last in ``(p, q, k)``
-order; with ``keep_extra`` one more thread per batch item and channel group
-copies the extra tokens in front.
+Projection: the thread loads the rows of its ``n x n`` patch in groups of
+about 64 four-byte values (all 8 rows of an 8x8 float32 patch at ``VEC = 1``,
+so that many loads are in flight), padding by index mapping (reflected indices,
+or zeros without a load).  Each row is transformed by butterflies in registers
+and ``±`` its selected horizontal sequencies are added into ``r`` accumulators
+(the sign is that of the selected vertical Walsh row at the row's index).
+Registers: ``VEC (r + 64 / VEC)`` values or so.  Global traffic: the input
+once (reflected rows and columns are read again, from cache), the ``r``
+coefficients written once, channels-last in ``(p, q, k)`` order; with
+``keep_extra`` one more thread per batch item and channel group copies the
+extra tokens in front.
 
 Reconstruction: the thread loads its ``r`` coefficients and, for each interior
-row ``u`` of the patch, scatters ``±`` them into an ``n``-vector of horizontal
+row of the patch, scatters ``±`` them into an ``n``-vector of horizontal
 sequencies, transforms it back by butterflies (no ``1/n**2``) and writes the
 interior columns; every grid position belongs to exactly one patch, so the
 output is written once, without atomics; extra tokens are copied through.
@@ -28,9 +31,8 @@ per thread: each thread touches ``n`` contiguous values per patch row.
 
 The per-thread work is plain C++ (``lbp_project_one``, ``lbp_reconstruct_one``)
 that also compiles as host C++; ``tests/test_cuda_kernels_host.py`` runs it on
-the CPU.  Sizes not covered (patches other than 1, 2, 4, 8, 16, more than
-:data:`MAX_RANK` bases, dtypes other than float32/float64) make the wrappers
-return None so that the caller takes the generic path.
+the CPU.  Sizes not covered (see :func:`supported`) make the wrappers return
+None so that the caller takes the generic path.
 """
 
 from __future__ import annotations
@@ -39,14 +41,19 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["SUPPORTED_PATCHES", "MAX_RANK", "supported", "channel_vector", "kernel_variants", "project", "reconstruct",
-           "source"]
+__all__ = ["SUPPORTED_PATCHES", "MAX_RANK", "DEFAULT_ACCESS_BYTES", "supported", "channel_vector", "kernel_variants",
+           "project", "reconstruct", "source"]
 
 #: Patch sizes with a fused kernel.
 SUPPORTED_PATCHES = (1, 2, 4, 8, 16)
 #: Largest number of selected bases with a fused kernel (registers: ``VEC * (n + r)``
 #: values, and at most 192 four-byte registers of them with one channel per thread).
 MAX_RANK = 128
+
+#: Bytes each thread reads per access by default (``VEC = 2`` for float32, 1 for float64).  Wider
+#: accesses need more registers per row group and so fewer resident warps; the benchmark in
+#: ``benchmarks/cuda_kernels.py`` times every width (``_vec=``) to check this choice.
+DEFAULT_ACCESS_BYTES = 8
 
 _BLOCK = 256
 _REG_BUDGET = 128  # 4-byte registers for the per-thread arrays when choosing VEC
@@ -112,6 +119,13 @@ LBP_HD void lbp_wht_n(T (*z)[VEC]) {
     }
 }
 
+/* patch rows loaded together: about 64 four-byte registers of values (all 8 rows of an 8x8 patch at VEC = 1) */
+template <typename T, int N, int VEC>
+struct LbpRowGroup {
+    enum { raw = (int)(256 / (sizeof(T) * N * VEC)) };
+    enum { value = raw < 1 ? 1 : (raw > N ? N : raw) };
+};
+
 template <typename T, int VEC>
 LBP_HD void lbp_copy_pack(T* dst, const T* src) {
     *reinterpret_cast<LbpPack<T, VEC>*>(dst) = *reinterpret_cast<const LbpPack<T, VEC>*>(src);
@@ -138,29 +152,39 @@ LBP_HD void lbp_project_one(const T* __restrict__ x, T* __restrict__ out, const 
         LBP_UNROLL
         for (int l = 0; l < VEC; ++l) acc[k][l] = (T)0;
     }
+    /* rows in groups of G: all loads of a group are issued before its arithmetic (memory-level parallelism) */
+    enum { G = LbpRowGroup<T, S::N, VEC>::value };
     LBP_UNROLL
-    for (int u = 0; u < S::N; ++u) {
-        T z[S::N][VEC];
+    for (int u0 = 0; u0 < S::N; u0 += G) {
+        T z[G][S::N][VEC];
         LBP_UNROLL
-        for (int v = 0; v < S::N; ++v) {
-            if (ri[u] >= 0 && ci[v] >= 0) {
-                const T* src = NCHW ? x + ((b * g.C + c0) * g.h + ri[u]) * (long long)g.w + ci[v]
-                                    : x + (b * g.lin + g.e + (long long)ri[u] * g.w + ci[v]) * g.C + c0;
-                const LbpPack<T, VEC> pk = *reinterpret_cast<const LbpPack<T, VEC>*>(src);
-                LBP_UNROLL
-                for (int l = 0; l < VEC; ++l) z[v][l] = pk.v[l];
-            } else {
-                LBP_UNROLL
-                for (int l = 0; l < VEC; ++l) z[v][l] = (T)0;
+        for (int gu = 0; gu < G; ++gu) {
+            const int u = u0 + gu;
+            LBP_UNROLL
+            for (int v = 0; v < S::N; ++v) {
+                if (ri[u] >= 0 && ci[v] >= 0) {
+                    const T* src = NCHW ? x + ((b * g.C + c0) * g.h + ri[u]) * (long long)g.w + ci[v]
+                                        : x + (b * g.lin + g.e + (long long)ri[u] * g.w + ci[v]) * g.C + c0;
+                    const LbpPack<T, VEC> pk = *reinterpret_cast<const LbpPack<T, VEC>*>(src);
+                    LBP_UNROLL
+                    for (int l = 0; l < VEC; ++l) z[gu][v][l] = pk.v[l];
+                } else {
+                    LBP_UNROLL
+                    for (int l = 0; l < VEC; ++l) z[gu][v][l] = (T)0;
+                }
             }
         }
-        lbp_wht_n<T, S::N, VEC>(z);
         LBP_UNROLL
-        for (int k = 0; k < S::R; ++k) {
+        for (int gu = 0; gu < G; ++gu) {
+            const int u = u0 + gu;
+            lbp_wht_n<T, S::N, VEC>(z[gu]);
             LBP_UNROLL
-            for (int l = 0; l < VEC; ++l) {
-                if ((S::sm(k) >> u) & 1) acc[k][l] -= z[S::sj(k)][l];
-                else acc[k][l] += z[S::sj(k)][l];
+            for (int k = 0; k < S::R; ++k) {
+                LBP_UNROLL
+                for (int l = 0; l < VEC; ++l) {
+                    if ((S::sm(k) >> u) & 1) acc[k][l] -= z[gu][S::sj(k)][l];
+                    else acc[k][l] += z[gu][S::sj(k)][l];
+                }
             }
         }
     }
@@ -341,8 +365,8 @@ def _as_indices(n: int, indices) -> np.ndarray:
     return idx
 
 
-def channel_vector(n: int, rank: int, dtype) -> int:
-    """Largest number of channels per thread (``VEC``) the register budget allows.
+def channel_vector(n: int, rank: int, dtype, max_bytes: int = DEFAULT_ACCESS_BYTES) -> int:
+    """Largest number of channels per thread (``VEC``) for accesses of ``max_bytes`` and the register budget.
 
     Parameters
     ----------
@@ -352,23 +376,26 @@ def channel_vector(n: int, rank: int, dtype) -> int:
         Number ``r`` of selected bases.
     dtype : dtype
         float32 or float64.
+    max_bytes : int, optional
+        Widest access per thread (4, 8 or 16); default
+        :data:`DEFAULT_ACCESS_BYTES`.
 
     Returns
     -------
     int
-        4, 2 or 1: one access of at most 16 bytes and ``VEC * (n + r)`` values
-        within 128 four-byte registers.
+        4, 2 or 1: ``VEC * itemsize <= max_bytes`` and ``VEC * (n + r)``
+        values within 128 four-byte registers.
 
     Examples
     --------
     >>> import numpy as np
     >>> from lbpcore._cuda_patches import channel_vector
-    >>> channel_vector(8, 21, np.float32), channel_vector(8, 36, np.float32), channel_vector(8, 21, np.float64)
-    (4, 2, 2)
+    >>> channel_vector(8, 21, np.float32), channel_vector(8, 21, np.float32, 16), channel_vector(8, 21, np.float64)
+    (2, 4, 1)
     """
     size = np.dtype(dtype).itemsize
     for vec in (4, 2, 1):
-        if vec * size <= 16 and vec * (n + rank) * size <= _REG_BUDGET * 4:
+        if vec * size <= max_bytes and vec * (n + rank) * size <= _REG_BUDGET * 4:
             return vec
     return 1
 
@@ -419,7 +446,7 @@ def kernel_variants(n: int, rank: int):
     -------
     list of (str, str, int)
         ``("float32" or "float64", "tokens" or "nchw", VEC)``; NCHW uses one
-        channel per thread, tokens any ``VEC`` up to :func:`channel_vector`.
+        channel per thread, tokens any ``VEC`` up to ``channel_vector(n, rank, dtype, 16)``.
 
     Examples
     --------
@@ -429,7 +456,7 @@ def kernel_variants(n: int, rank: int):
     """
     out = []
     for dt in ("float32", "float64"):
-        vmax = channel_vector(n, rank, dt)
+        vmax = channel_vector(n, rank, dt, 16)
         out.extend((dt, "tokens", vec) for vec in (1, 2, 4) if vec <= vmax)
         out.append((dt, "nchw", 1))
     return out
@@ -521,10 +548,16 @@ def _geometry(grid, n: int, pad: str):
     return tuple(out + befores)
 
 
-def _vec(n, rank, dt, c, ptrs, layout):
+def _vector_width(n, rank, dt, c, ptrs, layout, want):
+    """Channels per thread: ``want`` (benchmarks) or the default, narrowed until ``C`` and the pointers allow it."""
     if layout == "nchw":
         return 1
-    vec = channel_vector(n, rank, dt)
+    if want is None:
+        vec = channel_vector(n, rank, dt)
+    else:
+        vec = int(want)
+        if vec not in (1, 2, 4) or vec > channel_vector(n, rank, dt, 16):
+            raise ValueError(f"_vec={want} is not an instantiated width for n={n}, r={rank}, {dt}")
     while vec > 1 and (c % vec or any(p % (vec * dt.itemsize) for p in ptrs)):
         vec //= 2
     return vec
@@ -543,7 +576,7 @@ def _prepare(x, n, indices):
     return cp, cp.ascontiguousarray(x), idx
 
 
-def project(x, grid, n, pad, indices, *, extra_tokens=0, scale=1.0, layout="tokens", keep_extra=False):
+def project(x, grid, n, pad, indices, *, extra_tokens=0, scale=1.0, layout="tokens", keep_extra=False, _vec=None):
     """Selected patch coefficients of ``x`` in one pass, channels last (GEMM-ready).
 
     Parameters
@@ -610,7 +643,7 @@ def project(x, grid, n, pad, indices, *, extra_tokens=0, scale=1.0, layout="toke
     eo = e if keep_extra else 0
     dt = np.dtype(x.dtype)
     out = cp.empty((b, eo + ph * pw * rank, c), dtype=dt)
-    vec = _vec(n, rank, dt, c, (x.data.ptr, out.data.ptr), layout)
+    vec = _vector_width(n, rank, dt, c, (x.data.ptr, out.data.ptr), layout, _vec)
     total = b * (ph * pw + (1 if eo else 0)) * (c // vec)
     if total:
         fn = _function(cp, n, idx, dt, layout, vec, "project")
@@ -620,7 +653,7 @@ def project(x, grid, n, pad, indices, *, extra_tokens=0, scale=1.0, layout="toke
     return out
 
 
-def reconstruct(coef, grid, n, pad, indices, *, extra_tokens=0, scale=1.0, layout="tokens"):
+def reconstruct(coef, grid, n, pad, indices, *, extra_tokens=0, scale=1.0, layout="tokens", _vec=None):
     """Inverse of :func:`project` up to ``n**2`` and the crop, in one pass.
 
     Parameters
@@ -681,7 +714,7 @@ def reconstruct(coef, grid, n, pad, indices, *, extra_tokens=0, scale=1.0, layou
     dt = np.dtype(coef.dtype)
     shape = (b, e + h * w, c) if layout == "tokens" else (b, c, h, w)
     out = cp.empty(shape, dtype=dt)
-    vec = _vec(n, rank, dt, c, (coef.data.ptr, out.data.ptr), layout)
+    vec = _vector_width(n, rank, dt, c, (coef.data.ptr, out.data.ptr), layout, _vec)
     total = b * (ph * pw + (1 if e else 0)) * (c // vec)
     if total:
         fn = _function(cp, n, idx, dt, layout, vec, "reconstruct")

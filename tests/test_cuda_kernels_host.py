@@ -376,7 +376,7 @@ def _cases(n):
     return out
 
 
-def _check_patch_kernels(n, bases, grid, pad, dtype, layout, e, c, rng):
+def _check_patch_kernels(n, bases, grid, pad, dtype, layout, e, c, rng, vec=None):
     basis = lbpcore.select_bases(n, bases)
     idx = basis.indices
     h, w = grid
@@ -393,7 +393,7 @@ def _check_patch_kernels(n, bases, grid, pad, dtype, layout, e, c, rng):
     msg = f"n={n} {bases} grid={grid} pad={pad} {layout} e={e} C={c} {np.dtype(dtype).name}"
     for keep in (False, True):
         got = _cuda_patches.project(xd, grid, n, pad, idx, extra_tokens=e, scale=0.5, layout=layout,
-                                    keep_extra=keep)
+                                    keep_extra=keep, _vec=vec)
         eo = e if keep else 0
         assert got.shape == (2, eo + ref.shape[1], c) and got.dtype == dtype, msg
         assert_allclose_dtype(got[:, eo:], 0.5 * ref, dtype, err_msg=msg)
@@ -403,7 +403,8 @@ def _check_patch_kernels(n, bases, grid, pad, dtype, layout, e, c, rng):
     # reconstruction of random coefficients, extra tokens in front
     coef = rng.standard_normal((2, e + ref.shape[1], c)).astype(dtype)
     cd = _dev(coef)
-    rec = _cuda_patches.reconstruct(cd, grid, n, pad, idx, extra_tokens=e, scale=1.0 / (n * n), layout=layout)
+    rec = _cuda_patches.reconstruct(cd, grid, n, pad, idx, extra_tokens=e, scale=1.0 / (n * n), layout=layout,
+                                    _vec=vec)
     p = ref.shape[1] // len(idx)
     c4 = coef[:, e:].reshape(2, p, len(idx), c)
     want = lbpcore.reconstruct(c4 if layout == "tokens" else c4.transpose(0, 3, 1, 2), **kw)
@@ -420,10 +421,12 @@ def _check_patch_kernels(n, bases, grid, pad, dtype, layout, e, c, rng):
 @pytest.mark.parametrize(("n", "bases"), SELECTIONS, ids=[f"{n}-{b}" for n, b in SELECTIONS])
 def test_patch_kernels(fake_cupy, n, bases, dtype):
     rng = np.random.default_rng(n)
+    vmax = _cuda_patches.channel_vector(n, len(lbpcore.select_bases(n, bases).indices), dtype, 16)
     for k, (grid, pad) in enumerate(_cases(n)):
         e = (0, 1, 3)[k % 3]
-        c = (8, 6, 5)[k % 3]  # 4, 2 and 1 channels per thread (float32)
-        _check_patch_kernels(n, bases, grid, pad, dtype, "tokens", e, c, rng)
+        c = (8, 6, 5)[k % 3]
+        vec = (vmax, None, None)[k % 3]  # the widest access, the default, and 1 channel per thread (odd C)
+        _check_patch_kernels(n, bases, grid, pad, dtype, "tokens", e, c, rng, vec)
         _check_patch_kernels(n, bases, grid, pad, dtype, "nchw", 0, 3, rng)
 
 
@@ -433,14 +436,17 @@ def test_patch_kernels_vector_width_and_alignment(fake_cupy):
     idx = lbpcore.select_bases(8, "lp_l1:6").indices
     flat = _dev(rng.standard_normal(1 + 2 * 196 * 8).astype(np.float32))
     x = flat[1:].reshape(2, 196, 8)
-    got = _cuda_patches.project(x, (14, 14), 8, "reflect", idx)
+    got = _cuda_patches.project(x, (14, 14), 8, "reflect", idx, _vec=4)
     want = lbpcore.project(np.asarray(x), grid=(14, 14), patch=8, bases="lp_l1:6").reshape(2, -1, 8)
     assert_allclose_dtype(got, want, np.float32)
-    names = {f.name for f in fake_cupy.launches}
-    assert "lbp_project_f32_tokens_v4" in names and "lbp_project_f32_tokens_v1" in names
+    assert fake_cupy.launches[-1].name == "lbp_project_f32_tokens_v1"
+    _cuda_patches.project(_dev(np.asarray(x)), (14, 14), 8, "reflect", idx)
+    assert fake_cupy.launches[-1].name == "lbp_project_f32_tokens_v2"
+    with pytest.raises(ValueError, match="_vec"):
+        _cuda_patches.project(x, (14, 14), 8, "reflect", idx, _vec=3)
     assert _cuda_patches.project(_dev(np.zeros((0, 196, 8), np.float32)), (14, 14), 8, "zero", idx).shape == (0, 84, 8)
-    assert _cuda_patches.channel_vector(8, 21, np.float32) == 4
-    assert _cuda_patches.channel_vector(16, 128, np.float64) == 1
+    assert _cuda_patches.channel_vector(8, 21, np.float32, 16) == 4
+    assert _cuda_patches.channel_vector(16, 128, np.float64, 16) == 1
 
 
 def test_patch_kernels_unsupported_and_errors(fake_cupy):
