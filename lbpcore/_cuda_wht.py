@@ -85,7 +85,7 @@ LBP_HD int lbp_perm_src(int ord, int s, int logn, const long long* table) {
 
 /* shared-memory swizzle: XOR the low five bits (the bank) with the 5-bit groups above;
    any five consecutive index bits then map to distinct banks */
-LBP_HD int lbp_swz(int i) { return i ^ ((i >> 5) & 31) ^ ((i >> 10) & 31); }
+LBP_HD int lbp_swz(int i) { return i ^ ((i >> 5) & 31) ^ (i >> 10); }  /* i < 2**15 */
 
 template <int V> struct LbpLog { enum { value = V <= 1 ? 0 : 1 + LbpLog<V / 2>::value }; };
 template <> struct LbpLog<1> { enum { value = 0 }; };
@@ -107,14 +107,18 @@ LBP_HD void lbp_reg_wht(T* v) {
     }
 }
 
-/* one cross-lane stage: o is the partner's value; the upper partner keeps a - b */
+/* one cross-lane stage: o is the partner's value; the lower partner keeps a + b, the upper one
+   a - b = o - mine: mine * sgn + o with sgn = -1 for the upper partner (one exact FMA, no select) */
 template <typename T>
-LBP_HD T lbp_lane_op(T mine, T o, int upper) { return upper ? (o - mine) : (mine + o); }
+LBP_HD T lbp_lane_op(T mine, T o, T sgn) { return mine * sgn + o; }
+
+template <typename T>
+LBP_HD T lbp_lane_sign(int t, int l) { return ((t >> l) & 1) ? (T)-1 : (T)1; }
 
 template <typename T, int V>
-LBP_HD void lbp_lane_combine(T* v, const T* o, int upper) {
+LBP_HD void lbp_lane_combine(T* v, const T* o, T sgn) {
     LBP_UNROLL
-    for (int j = 0; j < V; ++j) v[j] = lbp_lane_op<T>(v[j], o[j], upper);
+    for (int j = 0; j < V; ++j) v[j] = lbp_lane_op<T>(v[j], o[j], sgn);
 }
 
 /* ------------------------------------------------------------------ rows kernel */
@@ -127,7 +131,7 @@ struct LbpRows {
     T* y;
     const long long* table;
     long long row, srow;
-    int n, logn, logtpr, t, rloc, ord, nlane, nwb, xmask, wb0, base2, valid, direct;
+    int n, logn, logtpr, t, rloc, ord, nlane, nwb, xmask, wb0, base2, valid;
     unsigned pos2;  /* mapping-2 index bit of register bit b: (pos2 >> 4 b) & 15 */
     T scale;
 };
@@ -155,7 +159,6 @@ LBP_HD void lbp_rows_setup(LbpRows<T, V>& c, int tid, long long bid, const T* x,
     }
     c.nlane = c.logtpr < 5 ? c.logtpr : 5;
     c.nwb = c.logtpr > 5 ? c.logtpr - 5 : 0;
-    c.direct = (ord == 0 && group <= 0);
     c.wb0 = 0;
     c.base2 = 0;
     c.pos2 = 0;
@@ -358,7 +361,9 @@ LBP_HD void lbp_gray_rows_one(const T* x, T* y, long long idx, long long nb, lon
 
 #if defined(__CUDACC__)
 
-template <typename T, int V>
+/* DIRECT: natural order without row map, stored straight from registers (a separate kernel: the two
+   paths together need more registers than either) */
+template <typename T, int V, int DIRECT>
 __device__ __forceinline__ void lbp_rows_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                 const long long* __restrict__ table, long long rows, int logn,
                                                 int ord, T scale, long long group) {
@@ -369,12 +374,12 @@ __device__ __forceinline__ void lbp_rows_kernel(const T* __restrict__ x, T* __re
     lbp_rows_load<T, V>(c, v);
     lbp_reg_wht<T, V>(v);
     for (int l = 0; l < c.nlane; ++l) {
+        const T sgn = lbp_lane_sign<T>(c.t, l);
         LBP_UNROLL
-        for (int j = 0; j < V; ++j)
-            v[j] = lbp_lane_op<T>(v[j], __shfl_xor_sync(0xffffffffu, v[j], 1 << l), (c.t >> l) & 1);
+        for (int j = 0; j < V; ++j) v[j] = lbp_lane_op<T>(v[j], __shfl_xor_sync(0xffffffffu, v[j], 1 << l), sgn);
     }
     if (c.nwb == 0) {
-        if (c.direct) { lbp_rows_store_m1<T, V>(c, v); return; }
+        if (DIRECT) { lbp_rows_store_m1<T, V>(c, v); return; }
         lbp_rows_smem_m1<T, V>(c, v, s);
         __syncthreads();
         lbp_rows_out<T, V>(c, s);
@@ -384,7 +389,7 @@ __device__ __forceinline__ void lbp_rows_kernel(const T* __restrict__ x, T* __re
     __syncthreads();
     lbp_rows_load_m2<T, V>(c, v, s);
     lbp_rows_bfly_m2<T, V>(c, v);
-    if (c.direct) { lbp_rows_store_m2<T, V>(c, v); return; }
+    if (DIRECT) { lbp_rows_store_m2<T, V>(c, v); return; }
     lbp_rows_smem_m2<T, V>(c, v, s);
     __syncthreads();
     lbp_rows_out<T, V>(c, s);
@@ -400,11 +405,11 @@ __device__ __forceinline__ void lbp_tr_kernel(const T* __restrict__ x, T* __rest
     lbp_tr_store<T>(c, tile);
 }
 
-#define LBP_ROWS_ENTRY(SUF, T, V)                                                                          \
-    extern "C" __global__ void __launch_bounds__(LBP_BLOCK) lbp_wht_rows_##SUF##_v##V(                     \
+#define LBP_ROWS_ENTRY(SUF, T, V, PATH, DIRECT)                                                            \
+    extern "C" __global__ void __launch_bounds__(LBP_BLOCK) lbp_wht_rows_##SUF##_v##V##_##PATH(            \
         const T* x, T* y, const long long* table, long long rows, int logn, int ord, T scale,              \
         long long group) {                                                                                  \
-        lbp_rows_kernel<T, V>(x, y, table, rows, logn, ord, scale, group);                                  \
+        lbp_rows_kernel<T, V, DIRECT>(x, y, table, rows, logn, ord, scale, group);                          \
     }
 #define LBP_OTHER_ENTRIES(SUF, T)                                                                           \
     extern "C" __global__ void __launch_bounds__(LBP_BLOCK) lbp_wht_transpose_##SUF(                        \
@@ -421,11 +426,12 @@ __device__ __forceinline__ void lbp_tr_kernel(const T* __restrict__ x, T* __rest
 
 #include <vector>
 
-template <typename T, int V>
+template <typename T, int V, int DIRECT>
 static int lbp_rows_host(long long gx, int bx, const T* x, T* y, const long long* table, long long rows,
                          int logn, int ord, T scale, long long group) {
     if (bx != LBP_BLOCK || logn < LbpLog<V>::value || logn - LbpLog<V>::value > 8) return 1;
     if (V < 16 && logn != LbpLog<V>::value) return 1;
+    if (DIRECT != (ord == 0 && group <= 0)) return 3;
     std::vector<LbpRows<T, V> > cs(LBP_BLOCK);
     std::vector<T> v(LBP_BLOCK * V), o(LBP_BLOCK * V), s(LBP_BLOCK * V);
     for (long long bid = 0; bid < gx; ++bid) {
@@ -437,10 +443,10 @@ static int lbp_rows_host(long long gx, int bx, const T* x, T* y, const long long
         for (int l = 0; l < cs[0].nlane; ++l) {
             o = v;
             for (int tid = 0; tid < LBP_BLOCK; ++tid)
-                lbp_lane_combine<T, V>(&v[tid * V], &o[(tid ^ (1 << l)) * V], (cs[tid].t >> l) & 1);
+                lbp_lane_combine<T, V>(&v[tid * V], &o[(tid ^ (1 << l)) * V], lbp_lane_sign<T>(cs[tid].t, l));
         }
         if (cs[0].nwb == 0) {
-            if (cs[0].direct) {
+            if (DIRECT) {
                 for (int tid = 0; tid < LBP_BLOCK; ++tid) lbp_rows_store_m1<T, V>(cs[tid], &v[tid * V]);
                 continue;
             }
@@ -452,10 +458,10 @@ static int lbp_rows_host(long long gx, int bx, const T* x, T* y, const long long
         for (int tid = 0; tid < LBP_BLOCK; ++tid) {
             lbp_rows_load_m2<T, V>(cs[tid], &v[tid * V], &s[0]);
             lbp_rows_bfly_m2<T, V>(cs[tid], &v[tid * V]);
-            if (cs[tid].direct) lbp_rows_store_m2<T, V>(cs[tid], &v[tid * V]);
+            if (DIRECT) lbp_rows_store_m2<T, V>(cs[tid], &v[tid * V]);
             else lbp_rows_smem_m2<T, V>(cs[tid], &v[tid * V], &s[0]);
         }
-        if (cs[0].direct) continue;
+        if (DIRECT) continue;
         for (int tid = 0; tid < LBP_BLOCK; ++tid) lbp_rows_out<T, V>(cs[tid], &s[0]);
     }
     return 0;
@@ -476,13 +482,12 @@ static int lbp_tr_host(long long gx, int bx, const T* x, T* y, int nr, int nk) {
     return 0;
 }
 
-#define LBP_ROWS_ENTRY(SUF, T, V)                                                                          \
-    extern "C" int lbp_host_lbp_wht_rows_##SUF##_v##V(long long gx, long long gy, long long gz, int bx,    \
-                                                       int by, int bz, const T* x, T* y,                   \
-                                                       const long long* table, long long rows, int logn,   \
-                                                       int ord, T scale, long long group) {                \
+#define LBP_ROWS_ENTRY(SUF, T, V, PATH, DIRECT)                                                            \
+    extern "C" int lbp_host_lbp_wht_rows_##SUF##_v##V##_##PATH(                                             \
+        long long gx, long long gy, long long gz, int bx, int by, int bz, const T* x, T* y,                 \
+        const long long* table, long long rows, int logn, int ord, T scale, long long group) {              \
         if (gy != 1 || gz != 1 || by != 1 || bz != 1) return 1;                                            \
-        return lbp_rows_host<T, V>(gx, bx, x, y, table, rows, logn, ord, scale, group);                    \
+        return lbp_rows_host<T, V, DIRECT>(gx, bx, x, y, table, rows, logn, ord, scale, group);            \
     }
 #define LBP_OTHER_ENTRIES(SUF, T)                                                                           \
     extern "C" int lbp_host_lbp_wht_transpose_##SUF(long long gx, long long gy, long long gz, int bx,       \
@@ -501,14 +506,15 @@ static int lbp_tr_host(long long gx, int bx, const T* x, T* y, int nr, int nk) {
 
 #endif
 
-LBP_ROWS_ENTRY(f32, float, 2)
-LBP_ROWS_ENTRY(f32, float, 4)
-LBP_ROWS_ENTRY(f32, float, 8)
-LBP_ROWS_ENTRY(f32, float, 16)
-LBP_ROWS_ENTRY(f64, double, 2)
-LBP_ROWS_ENTRY(f64, double, 4)
-LBP_ROWS_ENTRY(f64, double, 8)
-LBP_ROWS_ENTRY(f64, double, 16)
+#define LBP_ROWS_ENTRIES(SUF, T, V) LBP_ROWS_ENTRY(SUF, T, V, nat, 1) LBP_ROWS_ENTRY(SUF, T, V, perm, 0)
+LBP_ROWS_ENTRIES(f32, float, 2)
+LBP_ROWS_ENTRIES(f32, float, 4)
+LBP_ROWS_ENTRIES(f32, float, 8)
+LBP_ROWS_ENTRIES(f32, float, 16)
+LBP_ROWS_ENTRIES(f64, double, 2)
+LBP_ROWS_ENTRIES(f64, double, 4)
+LBP_ROWS_ENTRIES(f64, double, 8)
+LBP_ROWS_ENTRIES(f64, double, 16)
 LBP_OTHER_ENTRIES(f32, float)
 LBP_OTHER_ENTRIES(f64, double)
 """
@@ -583,7 +589,8 @@ def _launch_rows(cp, src, dst, rows: int, n: int, code: int, table, scale: float
         return
     dt = np.dtype(src.dtype)
     v, rpb = _rows_kernel_args(n)
-    fn = _function(cp, f"lbp_wht_rows_{_SUFFIX[dt.name]}_v{v}")
+    path = "nat" if code == 0 and group <= 0 else "perm"
+    fn = _function(cp, f"lbp_wht_rows_{_SUFFIX[dt.name]}_v{v}_{path}")
     blocks = -(-rows // rpb)
     fn((blocks,), (_BLOCK,), (src, dst, table, np.int64(rows), np.int32(n.bit_length() - 1), np.int32(code),
                               dt.type(scale), np.int64(group)))
