@@ -485,8 +485,9 @@ def source(n: int, indices, variants=None) -> str:
     Examples
     --------
     >>> from lbpcore._cuda_patches import source
-    >>> "lbp_project_f32_tokens_v4" in source(8, [(0, 0), (1, 0)])
-    True
+    >>> src = source(8, [(0, 0), (1, 0)], [("float32", "tokens", 4)])
+    >>> "enum { N = 8, R = 2 }" in src, src.rstrip().splitlines()[-1]
+    (True, 'LBP_PATCH_ENTRIES(f32, float, tokens, 0, 4)')
     """
     idx = _as_indices(n, indices)
     seq = _sequency_rows(n)
@@ -692,7 +693,7 @@ def reconstruct(coef, grid, n, pad, indices, *, extra_tokens=0, scale=1.0, layou
     --------
     >>> import cupy as cp  # doctest: +SKIP
     >>> from lbpcore._cuda_patches import reconstruct
-    >>> coef = cp.asarray([[[16.0], [0.0]]])  # one 4x4 patch, one channel
+    >>> coef = cp.asarray([[[16.0], [0.0]]])  # one 4x4 patch, one channel  # doctest: +SKIP
     >>> reconstruct(coef, (4, 4), 4, "none", [(0, 0), (0, 1)])[0, :, 0]  # doctest: +SKIP
     array([16., 16., 16., 16., 16., 16., 16., 16., 16., 16., 16., 16., 16.,
            16., 16., 16.])

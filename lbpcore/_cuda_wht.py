@@ -11,11 +11,13 @@ Two entry points:
   (``n >= 1024``) by one exchange through shared memory, after which the
   thread holds those bits in registers.  The scale and the ordering
   (computed in the kernel: bit reversal, Gray code, or a table) are applied
-  when the row is written: natural order straight from registers, other
-  orders through one more pass over shared memory so the global stores stay
-  coalesced.  Shared-memory addresses are XOR-swizzled so that the accesses of
-  a warp (consecutive, or bit-reversed) fall in distinct banks.  Blocks of 256
-  threads hold one row (``n = 4096``) or several (short rows).
+  when the row is written: natural order straight from registers (one
+  kernel), other orders through one more pass over shared memory so the
+  global stores stay coalesced (another kernel: either path alone needs
+  50-60 registers for float32, both together 90).  Shared-memory addresses are
+  XOR-swizzled so that the accesses of a warp (consecutive, or bit-reversed)
+  fall in distinct banks.  Blocks of 256 threads hold one row (``n = 4096``)
+  or several (short rows).
 * :func:`fwht_long` transforms long rows (``n > 4096``, one or a few) in three
   passes over memory (four for natural order): with ``n = a * b`` the ``b``-long
   rows of the ``(a, b)`` view in dyadic order, a tiled transpose, and the
