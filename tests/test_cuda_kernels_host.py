@@ -101,13 +101,13 @@ def _signatures(source, tmp, device):
 class _Library:
     """A source compiled with g++ into a shared library, with its kernels' signatures."""
 
-    def __init__(self, source, tmp):
+    def __init__(self, source, tmp, opt="-O1"):
         key = hashlib.sha1(source.encode()).hexdigest()[:16]
         d = tmp / f"lib_{key}"
         d.mkdir(exist_ok=True)
         (d / "k.cpp").write_text(source)
         so = d / "k.so"
-        subprocess.run([GXX, "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-Wno-unused-function",
+        subprocess.run([GXX, "-std=c++17", opt, "-shared", "-fPIC", "-Wall", "-Werror", "-Wno-unused-function",
                         "-o", str(so), str(d / "k.cpp")], check=True, capture_output=True, text=True)
         self.lib = ctypes.CDLL(str(so))
         self.device = _signatures(source, d, True)
@@ -188,7 +188,9 @@ class FakeCupy(types.ModuleType):
         self.RawModule = RawModule
 
     def _library(self, code):
+        opt = "-O1"  # the transforms run on up to 2**22 elements
         if "LBP_PATCH_ENTRIES(" in code:
+            opt = "-O0"  # small cases: compile fast
             # one host build per selection: instantiate every variant, not just the one asked for
             lines = [ln for ln in code.splitlines() if not ln.startswith("LBP_PATCH_ENTRIES(")]
             code = "\n".join(lines) + "\n" + "".join(
@@ -198,7 +200,7 @@ class FakeCupy(types.ModuleType):
         key = hashlib.sha1(code.encode()).hexdigest()
         lib = self._libs.get(key)
         if lib is None:
-            lib = self._libs[key] = _Library(code, self._tmp)
+            lib = self._libs[key] = _Library(code, self._tmp, opt)
         return lib
 
     # array functions
@@ -309,11 +311,12 @@ def test_rows_errors(fake_cupy):
 @pytest.mark.parametrize("dtype", WHT_DTYPES)
 def test_long_vectors(fake_cupy, dtype):
     rng = np.random.default_rng(2)
-    for logn, rows in ((13, 1), (14, 2), (17, 1), (22, 1)):
+    cases = ((13, 1), (14, 2), (17, 1)) + (((22, 1),) if dtype == np.float32 else ())
+    for logn, rows in cases:
         n = 1 << logn
         x = rng.standard_normal((rows, n)).astype(dtype)
         xd = _dev(x)
-        for ordering in ORDERINGS if logn < 22 else ["sequency", "natural"]:
+        for ordering in ORDERINGS if logn < 22 else ["sequency"]:
             y = _cuda_wht.fwht_long(xd, n, ordering, 1.0 / n)
             assert_allclose_dtype(y, _wht_ref(x, ordering, 1.0 / n), dtype, err_msg=f"n=2**{logn} {ordering}")
         np.testing.assert_array_equal(xd, x)
