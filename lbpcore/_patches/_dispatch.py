@@ -1,5 +1,7 @@
 """Kernel choice of the projections: which kernel serves which input (no argument checks).
 
+* CuPy arrays: the fused CUDA kernels (:mod:`._cuda`), one pass over the input,
+  for the patch sizes and selections they cover.
 * NumPy tokens whose coefficient order does not matter (the backward passes,
   :func:`~lbpcore.apply_projector`): the cache-blocked kernel (:mod:`._blocked`).
 * Otherwise, when ``pw * r`` is small: the direct strip kernel (:mod:`._direct`),
@@ -10,7 +12,9 @@
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import is_cupy_array
 
+from . import _cuda
 from ._blocked import project_blocked, reconstruct_blocked
 from ._direct import project_direct, reconstruct_direct
 from ._plan import PatchPlan
@@ -64,6 +68,11 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     """
     e = extra_tokens if layout == "tokens" else 0
     extra = None if e == 0 else x[:, :e, :]
+    if is_cupy_array(x):
+        coef = _cuda.project(x, plan.grid, plan.patch, plan.pad, plan.basis.indices, extra_tokens=e, scale=scale,
+                             layout=layout, keep_extra=keep_extra)
+        if coef is not None:
+            return (None, coef) if keep_extra else (extra, coef)
     if isinstance(x, np.ndarray):
         b, c = (x.shape[0], x.shape[2]) if layout == "tokens" else x.shape[:2]
         m = plan.num_patches * plan.rank
@@ -94,21 +103,39 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     return extra, coef
 
 
-def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, any_order: bool = False):
-    """Inverse of :func:`project_raw` up to the factor ``n**2`` and the crop.
+def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, extra_tokens: int = 0, any_order: bool = False):
+    """Inverse of :func:`project_raw` with ``keep_extra=True``, up to the factor ``n**2`` and the crop.
 
-    ``(B, M, C)`` -> tokens ``(B, h*w, C)`` or nchw ``(B, C, h, w)``; ``any_order`` as
-    given to :func:`project_raw`.  NumPy only: the result is written into ``out``
-    (a possibly strided view of the right shape) when given.
+    ``coef`` is ``(B, e + M, C)``: ``e = extra_tokens`` rows copied through as they
+    are (tokens layout only), then the coefficients; the result is tokens
+    ``(B, e + h*w, C)`` or nchw ``(B, C, h, w)``.  ``any_order`` as given to
+    :func:`project_raw`.
     """
-    if any_order and _use_blocked(coef, layout):
-        if out is None:
-            out = np.empty((coef.shape[0], plan.grid[0] * plan.grid[1], coef.shape[2]), dtype=coef.dtype)
-        return reconstruct_blocked(coef, plan, out)
-    if _use_direct(plan) and _all_finite(xp, coef):
-        return reconstruct_direct(xp, coef, plan, layout, out)
-    res = reconstruct_separable(xp, coef, plan, layout)
-    if out is not None:
-        out[...] = res
+    e = extra_tokens if layout == "tokens" else 0
+    if is_cupy_array(coef):
+        out = _cuda.reconstruct(coef, plan.grid, plan.patch, plan.pad, plan.basis.indices, extra_tokens=e,
+                                layout=layout)
+        if out is not None:
+            return out
+    grid_coef = coef if e == 0 else coef[:, e:, :]
+    if isinstance(coef, np.ndarray):
+        b, _, c = coef.shape
+        h, w = plan.grid
+        out = np.empty((b, e + h * w, c) if layout == "tokens" else (b, c, h, w), dtype=coef.dtype)
+        if e:
+            out[:, :e] = coef[:, :e]
+        grid_out = out if e == 0 else out[:, e:]
+        if any_order and _use_blocked(coef, layout):
+            reconstruct_blocked(grid_coef, plan, grid_out)
+        elif _use_direct(plan) and _all_finite(xp, grid_coef):
+            reconstruct_direct(xp, grid_coef, plan, layout, grid_out)
+        else:
+            grid_out[...] = reconstruct_separable(xp, grid_coef, plan, layout)
         return out
-    return res
+    if _use_direct(plan) and _all_finite(xp, grid_coef):
+        out = reconstruct_direct(xp, grid_coef, plan, layout, None)
+    else:
+        out = reconstruct_separable(xp, grid_coef, plan, layout)
+    if e:
+        out = xp.concat([coef[:, :e, :], out], axis=1)
+    return out
