@@ -270,7 +270,7 @@ def _npy_shard(path, label=None):
     if not isinstance(mm, np.memmap):
         raise DataError(f"{label}: not a .npy array file")
     fortran = bool(mm.flags.f_contiguous and not mm.flags.c_contiguous)
-    shard = _MappedShard(label, str(path), int(mm.offset), tuple(mm.shape), mm.dtype, fortran)
+    shard = _MappedShard(label, os.path.abspath(path), int(mm.offset), tuple(mm.shape), mm.dtype, fortran)
     del mm
     return shard
 
@@ -315,7 +315,8 @@ def _npz_shard(path, key):
                     found = _stored_member_offset(fh, info)
                 if found is not None:
                     offset, (shape, fortran, dtype) = found
-                    return _MappedShard(label, str(path), offset, tuple(shape), np.dtype(dtype), bool(fortran))
+                    return _MappedShard(label, os.path.abspath(path), offset, tuple(shape), np.dtype(dtype),
+                                        bool(fortran))
     except DataError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
@@ -344,7 +345,7 @@ def _zarr_source(path, key):
         key = arrays[0]
         label = f"{path}[{key}]"
         node = node[key]
-    shard = _ZarrShard(label, str(path), key, tuple(int(v) for v in node.shape), np.dtype(node.dtype))
+    shard = _ZarrShard(label, os.path.abspath(path), key, tuple(int(v) for v in node.shape), np.dtype(node.dtype))
     return BatchSource(label, [shard], "zarr", align=int(node.chunks[0]) if node.chunks else 1)
 
 
@@ -420,8 +421,8 @@ def open_source(path, key=None) -> BatchSource:
             names = sorted({c.stem for c in p.iterdir() if c.is_dir() or c.suffix.lower() == ".npy"})
             raise DataError(f"{text}: no array {key!r} (it has: {', '.join(names) or 'nothing'})")
         files = [c for c in p.iterdir() if c.is_file() and c.suffix.lower() == ".npy"]
-        if not files and any(c.is_dir() for c in p.iterdir()):
-            names = sorted(c.name for c in p.iterdir() if c.is_dir())
+        if any(c.is_dir() for c in p.iterdir()):  # a dataset: x/, grad_y/, weight.npy...
+            names = sorted({c.stem if c.is_file() else c.name for c in p.iterdir() if c.is_dir() or c in files})
             raise DataError(f"{text}: holds arrays {', '.join(names)}; choose one with a key")
         return _shard_files(files, text)
     suffix = p.suffix.lower()

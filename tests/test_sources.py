@@ -96,6 +96,8 @@ def test_dataset_directory_with_keys(tmp_path, data):
     np.testing.assert_array_equal(open_source(tmp_path / "ds", "weight").read(), np.eye(4))
     with pytest.raises(DataError, match=r"no array 'grad_y' \(it has: weight, x\)"):
         open_source(tmp_path / "ds", "grad_y")
+    with pytest.raises(DataError, match="holds arrays weight, x; choose one with a key"):
+        open_source(tmp_path / "ds")  # not weight.npy as the only shard
     (tmp_path / "ds" / "weight.npy").unlink()
     with pytest.raises(DataError, match="holds arrays x; choose one with a key"):
         open_source(tmp_path / "ds")
@@ -149,10 +151,15 @@ def test_non_finite_values_name_the_shard_and_items(tmp_path, data):
         src.read()
 
 
-def test_sources_pickle_and_wrap_arrays(tmp_path, data):
+def test_sources_pickle_and_wrap_arrays(tmp_path, data, monkeypatch):
     src = open_source(write_shards(tmp_path / "d", data, [5, 6]))
     back = pickle.loads(pickle.dumps(src))
     np.testing.assert_array_equal(back.read(2, 9), data[2:9])
+    monkeypatch.chdir(tmp_path)  # relative paths are resolved when opened (Dask workers have their own cwd)
+    rel = open_source("d")
+    monkeypatch.chdir(tmp_path / "d")
+    np.testing.assert_array_equal(rel.read(0, 2), data[:2])
+    assert rel.shards[0].label == "d/x_0.npy"
     wrapped = as_source(data)
     assert wrapped.kind == "array" and as_source(wrapped) is wrapped
     np.testing.assert_array_equal(wrapped.read(1, 3), data[1:3])
