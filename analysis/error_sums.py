@@ -29,8 +29,8 @@ import lbpcore
 from lbpcore._validation import check_choice
 
 from .baselines import dct_basis, random_basis, walsh_basis
+from .coefficients import basis_sums, full_basis, full_coefficients
 from .metrics import cosine, cosine_of_sums, relative_error, relative_error_of_sums
-from .spectrum import basis_sums, full_basis, full_coefficients
 
 __all__ = ["Geometry", "Chunk", "Subspaces", "calibration_sums", "error_sums", "method_metrics"]
 
@@ -54,7 +54,7 @@ class Geometry:
     n : int
         Patch size.
     basis : lbpcore.BasisSet
-        All ``n*n`` Walsh bases (:func:`analysis.spectrum.full_basis`).
+        All ``n*n`` Walsh bases (:func:`analysis.coefficients.full_basis`).
     plan : lbpcore.PatchPlan
     walsh_frame : ndarray, shape (n*n, n*n)
         Orthogonal: row ``k`` is basis ``k`` in pixels.

@@ -26,9 +26,9 @@ import numpy as np
 import lbpcore
 
 from .baselines import random_basis, top_eigenvectors, walsh_basis
+from .coefficients import full_basis, full_coefficients
 from .error_sums import Chunk, Geometry, Subspaces, calibration_sums, error_sums, method_metrics
 from .progress import progress_bar
-from .spectrum import full_basis, full_coefficients
 from .stream import as_batches, is_streamed, reduce_batches
 
 __all__ = [
@@ -223,7 +223,7 @@ def patch_vectors(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layou
     ndarray of float64, shape (B * P * C, n*n)
         Row ``(b, p, c)`` (in that nesting order) is patch ``p`` of channel
         ``c`` of item ``b`` of the padded grid, flattened row-major.  Obtained
-        from :func:`analysis.spectrum.full_coefficients` by an orthogonal
+        from :func:`analysis.coefficients.full_coefficients` by an orthogonal
         change of basis.
 
     Examples
@@ -354,20 +354,46 @@ def _error_chunk(x, grad_y, weight, geo, subspaces):
     return error_sums(Chunk(x, weight, grad_y, geo), subspaces)
 
 
+def _streamed_calibration(gs, geo, bases, methods, run):
+    """Pass 1 over ``grad_y`` (only when the KLT or an energy spec needs it): its calibration sums."""
+    if not (_energy_spec(bases) or "klt" in methods):
+        return None
+    if _energy_spec(bases):  # a bad spec fails before the data are read
+        lbpcore.select_bases(geo.n, bases, calibration=np.ones((geo.n, geo.n)))
+    sums, _ = reduce_batches([gs], partial(_calibration_chunk, geo=geo, gram="klt" in methods),
+                             desc="grad_y calibration", **run)
+    return sums
+
+
+def _streamed_report(xs, gs, weight, geo, subspaces, run) -> ErrorReport:
+    """Pass 2: the error sums of every chunk, added up."""
+    sums, _ = reduce_batches([xs, gs], partial(_error_chunk, weight=weight, geo=geo, subspaces=subspaces),
+                             desc="gradient errors", **run)
+    return _report(sums, geo, subspaces)
+
+
 def _streamed_errors(x, weight, grad_y, geo_args, bases, methods, seed, run) -> ErrorReport:
     xs, gs = as_batches(x), as_batches(grad_y)
     weight = np.asarray(weight, dtype=np.float64)
     geo = Geometry(xs.shape, *geo_args)
-    calibration = None
-    if _energy_spec(bases) or "klt" in methods:
-        if _energy_spec(bases):  # a bad spec fails before the data are read
-            lbpcore.select_bases(geo.n, bases, calibration=np.ones((geo.n, geo.n)))
-        calibration, _ = reduce_batches([gs], partial(_calibration_chunk, geo=geo, gram="klt" in methods),
-                                        desc="grad_y calibration", **run)
+    calibration = _streamed_calibration(gs, geo, bases, methods, run)
     subspaces = _subspaces(geo, _selection(geo, bases, calibration), methods, weight.shape[0], seed, calibration)
-    sums, _ = reduce_batches([xs, gs], partial(_error_chunk, weight=weight, geo=geo, subspaces=subspaces),
-                             desc="gradient errors", **run)
-    return _report(sums, geo, subspaces)
+    return _streamed_report(xs, gs, weight, geo, subspaces, run)
+
+
+def _streamed_sweep(x, weight, grad_y, geo_args, ks, methods, seed, run, bar) -> list:
+    xs, gs = as_batches(x), as_batches(grad_y)
+    weight = np.asarray(weight, dtype=np.float64)
+    geo = Geometry(xs.shape, *geo_args)
+    calibration = _streamed_calibration(gs, geo, "lp_l1:1", methods, run)
+    random = geo.to_walsh(random_basis(geo.n, geo.n * geo.n, seed)) if "random" in methods else None
+    reports = []
+    for k in (range(1, 2 * geo.n) if ks is None else ks):
+        basis = lbpcore.select_bases(geo.n, f"lp_l1:{k}")
+        subspaces = _subspaces(geo, basis, methods, weight.shape[0], seed, calibration, random)
+        reports.append(_streamed_report(xs, gs, weight, geo, subspaces, run))
+        bar.update()
+    return reports
 
 
 def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0,
@@ -443,15 +469,17 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
 
 
 def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELINES, pad="reflect",
-               extra_tokens=0, layout="tokens", seed=0, progress=True) -> list:
+               extra_tokens=0, layout="tokens", seed=0, progress=True, memory=None, scheduler=None) -> list:
     """Gradient errors over ``lp_l1:k`` for a range of ``k``.
 
     The data are projected once and the KLT, SVD and random bases computed
-    once, so a sweep costs little more than its projections.
+    once, so a sweep costs little more than its projections.  Streamed
+    inputs (paths, sources, Dask arrays, or a ``memory`` budget) are read
+    once for the KLT and once per ``k``.
 
     Parameters
     ----------
-    x, weight, grad_y, grid, patch, pad, extra_tokens, layout, seed
+    x, weight, grad_y, grid, patch, pad, extra_tokens, layout, seed, memory, scheduler
         As for :func:`gradient_errors`.
     ks : iterable of int, optional
         Values of ``k``; default ``1 .. 2n - 1`` (``lp_l1:2n-1`` is every basis).
@@ -480,11 +508,17 @@ def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELI
     True
     """
     methods = _check_methods(methods)
+    ks = None if ks is None else [int(k) for k in ks]
+    if is_streamed(x, memory, scheduler) or is_streamed(grad_y):
+        run = dict(memory=memory, scheduler=scheduler, progress=False)
+        with progress_bar(None if ks is None else len(ks), "rank sweep", enabled=None if progress else False) as bar:
+            return _streamed_sweep(x, weight, grad_y, (grid, patch, pad, extra_tokens, layout), ks, methods, seed,
+                                   run, bar)
     geo = Geometry(np.shape(x), grid, patch, pad, extra_tokens, layout)
     chunk = Chunk(x, weight, grad_y, geo)
     calibration = calibration_sums(chunk.grad_y_walsh, geo.n, gram=True) if "klt" in methods else None
     random = geo.to_walsh(random_basis(geo.n, geo.n * geo.n, seed)) if "random" in methods else None
-    ks = list(range(1, 2 * geo.n)) if ks is None else [int(k) for k in ks]
+    ks = list(range(1, 2 * geo.n)) if ks is None else ks
     reports = []
     with progress_bar(len(ks), "rank sweep", enabled=None if progress else False) as bar:
         for k in ks:

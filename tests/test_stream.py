@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.errors import gradient_errors
+from analysis.errors import gradient_errors, rank_sweep
 from analysis.shards import save_shards
 from analysis.spectrum import energy_curves, energy_maps
 from analysis.stream import reduce_batches
@@ -118,6 +118,16 @@ def test_streamed_errors_equal_in_memory(layer, bases, capsys):
     assert_reports_equal(ref, got)
 
 
+def test_streamed_rank_sweep_equals_in_memory(layer):
+    ref = rank_sweep(layer["x"], layer["weight"], layer["grad_y"], grid=GRID, patch=8, ks=[2, 5], extra_tokens=E,
+                     seed=1, progress=False)
+    got = rank_sweep(layer["path"] / "x", layer["weight"], layer["path"] / "grad_y", grid=GRID, patch=8,
+                     ks=(k for k in (2, 5)), extra_tokens=E, seed=1, memory=ERRORS_BUDGET, progress=False)
+    assert len(got) == 2
+    for a, b in zip(ref, got, strict=True):
+        assert_reports_equal(a, b)
+
+
 def test_streamed_errors_nchw_from_dask_arrays():
     da = pytest.importorskip("dask.array")
     rng = np.random.default_rng(5)
@@ -165,7 +175,7 @@ def test_unreachable_scheduler():
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from analysis.errors import gradient_errors
+    from analysis.errors import gradient_errors, rank_sweep
     from analysis.sources import BatchSource, open_source
     from analysis.spectrum import energy_maps
 
