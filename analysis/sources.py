@@ -118,8 +118,8 @@ class BatchSource:
 
     Build one with :func:`open_source` (files) or :func:`as_source` (arrays).
     It has ``shape``, ``dtype``, ``ndim`` and slicing, so
-    :func:`dask.array.from_array` accepts it; every read checks that the
-    values are finite.
+    :func:`dask.array.from_array` accepts it, and :func:`numpy.asarray` reads
+    it whole; every read checks that the values are finite.
 
     Parameters
     ----------
@@ -235,6 +235,11 @@ class BatchSource:
         if not pieces:
             return np.empty((0,) + self.shape[1:], self.dtype)
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def __array__(self, dtype=None, copy=None):
+        """The whole array, read into memory (so that NumPy functions accept a source)."""
+        out = self.read()
+        return out if dtype is None else out.astype(dtype, copy=False)
 
     def __getitem__(self, index):
         index = index if isinstance(index, tuple) else (index,)

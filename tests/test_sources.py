@@ -36,6 +36,8 @@ def test_npy_is_mapped_and_read_by_range(tmp_path, data):
     np.testing.assert_array_equal(src[2:5, :, 1:3], data[2:5, :, 1:3])
     assert src[4:4].shape == (0, 6, 4) and src[:0, :0, :0].shape == (0, 0, 0)  # what dask.array probes
     assert not isinstance(src.read(0, 2), np.memmap)
+    np.testing.assert_array_equal(np.asarray(src), data)  # NumPy reads a source whole
+    assert np.asarray(src, dtype=np.float64).dtype == np.float64 and np.shape(src) == data.shape
 
 
 def test_fortran_order_npy(tmp_path, data):
