@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_allclose_dtype
+from tolerances import assert_allclose_dtype
 
 import lbpcore
 from lbpcore import _cuda_patches, _cuda_wht

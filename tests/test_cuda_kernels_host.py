@@ -28,7 +28,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import assert_allclose_dtype
+from tolerances import assert_allclose_dtype
 
 import lbpcore
 
