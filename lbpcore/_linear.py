@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -77,13 +78,13 @@ def linear(x, weight, bias=None, *, layout="tokens"):
             [3., 4., 5., 6.]]])
     """
     check_choice(layout, "layout", LAYOUTS)
-    xp, (x, weight, bias) = common_namespace([("x", x), ("weight", weight), ("bias", bias)])
+    xp, (x, weight, bias) = common_namespace([("x", x), ("weight", weight), ("bias", bias)], optional=("bias",))
     check_weight(weight.shape, None if bias is None else bias.shape)
     check_layer_input(x.shape, weight.shape, layout)
     c_out, c_in = weight.shape
     if layout == "tokens":
         lead = tuple(x.shape[:-1])
-        y = xp.matmul(xp.reshape(x, (-1, c_in)), weight.T)
+        y = xp.matmul(xp.reshape(x, (math.prod(lead), c_in)), weight.T)  # not -1: C_in may be 0
         if bias is not None:
             y = y + bias
         return xp.reshape(y, lead + (c_out,))
@@ -98,14 +99,14 @@ def _bias_grad(xp, grad_y, bias, layout):
     if bias is None:
         return None
     if layout == "tokens":
-        return xp.sum(xp.reshape(grad_y, (-1, grad_y.shape[-1])), axis=0)
+        return xp.sum(xp.reshape(grad_y, (math.prod(grad_y.shape[:-1]), grad_y.shape[-1])), axis=0)
     return xp.sum(grad_y, axis=(0, 2, 3))
 
 
 def _validated(x, weight, grad_y, bias, layout):
     check_choice(layout, "layout", LAYOUTS)
     xp, (x, weight, grad_y, bias) = common_namespace(
-        [("x", x), ("weight", weight), ("grad_y", grad_y), ("bias", bias)]
+        [("x", x), ("weight", weight), ("grad_y", grad_y), ("bias", bias)], optional=("bias",)
     )
     check_weight(weight.shape, None if bias is None else bias.shape)
     check_layer_input(x.shape, weight.shape, layout)
@@ -156,8 +157,9 @@ def dense_backward(x, weight, grad_y, *, bias=None, layout="tokens"):
     xp, x, weight, grad_y, bias = _validated(x, weight, grad_y, bias, layout)
     c_out, c_in = weight.shape
     if layout == "tokens":
-        g2 = xp.reshape(grad_y, (-1, c_out))
-        x2 = xp.reshape(x, (-1, c_in))
+        rows = math.prod(x.shape[:-1])  # not -1: a channel count may be 0
+        g2 = xp.reshape(grad_y, (rows, c_out))
+        x2 = xp.reshape(x, (rows, c_in))
         gx = xp.reshape(xp.matmul(g2, weight), tuple(x.shape))
         gw = xp.matmul(g2.T, x2)
     else:
@@ -352,7 +354,7 @@ class LBPLinear:
     def __init__(self, weight, bias=None, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect",
                  extra_tokens=0, layout="tokens"):
         check_choice(layout, "layout", LAYOUTS)
-        self._xp, (self.weight, self.bias) = common_namespace([("weight", weight), ("bias", bias)])
+        self._xp, (self.weight, self.bias) = common_namespace([("weight", weight), ("bias", bias)], optional=("bias",))
         check_weight(self.weight.shape, None if self.bias is None else self.bias.shape)
         self.layout = layout
         self.extra_tokens = extra_tokens
@@ -420,7 +422,7 @@ class LBPLinear:
             raise RuntimeError("LBPLinear.backward called before forward")
         xs, x_shape, e = self._saved
         xp, (weight, grad_y, bias) = common_namespace(
-            [("weight", self.weight), ("grad_y", grad_y), ("bias", self.bias)]
+            [("weight", self.weight), ("grad_y", grad_y), ("bias", self.bias)], optional=("bias",)
         )
         check_grad_y(x_shape, weight.shape[0], grad_y.shape, self.layout)
         gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, self.plan, e, self.layout, overwrite_xs=False)

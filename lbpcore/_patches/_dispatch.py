@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._backend import device_of
+from .._validation import check_nbytes
 from ._blocked import project_blocked, reconstruct_blocked
 from ._direct import project_direct, reconstruct_direct
 from ._plan import PatchPlan
@@ -64,15 +66,20 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     """
     e = extra_tokens if layout == "tokens" else 0
     extra = None if e == 0 else x[:, :e, :]
+    b, c = (x.shape[0], x.shape[2]) if layout == "tokens" else x.shape[:2]
+    m = plan.num_patches * plan.rank
+    rows = (e if keep_extra else 0) + m
+    itemsize = x.dtype.itemsize if isinstance(x, np.ndarray) else xp.finfo(x.dtype).bits // 8
+    check_nbytes(b * rows * c * itemsize, "x", f"its ({b}, {rows}, {c}) patch coefficients")
     if isinstance(x, np.ndarray):
-        b, c = (x.shape[0], x.shape[2]) if layout == "tokens" else x.shape[:2]
-        m = plan.num_patches * plan.rank
-        full = np.empty((b, (e if keep_extra else 0) + m, c), dtype=x.dtype)
+        full = np.empty((b, rows, c), dtype=x.dtype)
         grid = full
         if keep_extra and e:
             full[:, :e] = extra
             grid = full[:, e:]
-        if any_order and _use_blocked(x, layout):
+        if b * c == 0:  # an empty batch or no channel: empty coefficients (the kernels need work)
+            pass
+        elif any_order and _use_blocked(x, layout):
             project_blocked(x, plan, e, scale, grid)
         elif _use_direct(plan):
             project_direct(xp, x, plan, layout, e, scale, grid)
@@ -81,7 +88,9 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
         else:
             grid[...] = project_separable(xp, x, plan, layout, e, scale)
         return (None, full) if keep_extra else (extra, full)
-    if _use_direct(plan):
+    if b * c == 0:
+        coef = xp.zeros((b, m, c), dtype=x.dtype, device=device_of(x))
+    elif _use_direct(plan):
         coef = project_direct(xp, x, plan, layout, e, scale, None)
         if not _all_finite(xp, coef):
             coef = project_separable(xp, x, plan, layout, e, scale)
@@ -101,6 +110,17 @@ def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, any_order:
     given to :func:`project_raw`.  NumPy only: the result is written into ``out``
     (a possibly strided view of the right shape) when given.
     """
+    b, _, c = coef.shape
+    h, w = plan.grid
+    itemsize = coef.dtype.itemsize if isinstance(coef, np.ndarray) else xp.finfo(coef.dtype).bits // 8
+    check_nbytes(b * h * w * c * itemsize, "coef", f"the reconstructed ({b}, {h * w}, {c}) grid")
+    if b * c == 0:  # an empty batch or no channel: an empty grid
+        shape = (b, h * w, c) if layout == "tokens" else (b, c, h, w)
+        if out is not None:
+            return out
+        if isinstance(coef, np.ndarray):
+            return np.zeros(shape, dtype=coef.dtype)
+        return xp.zeros(shape, dtype=coef.dtype, device=device_of(coef))
     if any_order and _use_blocked(coef, layout):
         if out is None:
             out = np.empty((coef.shape[0], plan.grid[0] * plan.grid[1], coef.shape[2]), dtype=coef.dtype)
