@@ -180,16 +180,23 @@ class _Saved(NamedTuple):
 
 
 def _saved_coefficients(xp, x, plan: PatchPlan, e: int, layout: str):
-    """``(B, e + M, C_in)``: the extra tokens of ``x``, then its coefficients (a new array)."""
-    return project_raw(xp, x, plan, layout, e, keep_extra=True, any_order=True)[1]
+    """``(B, e + M, C_in)``: the extra tokens of ``x``, then its coefficients divided by ``n`` (a new array).
+
+    Divided by ``n`` (a power of two, so exactly), the coefficients are those of
+    the orthonormal basis ``B / n``: at most the patch's 2-norm, ``n * max|x|``,
+    instead of ``n**2 * max|x|`` for the unnormalized ones (see :func:`lbp_backward`).
+    """
+    return project_raw(xp, x, plan, layout, e, scale=1.0 / plan.patch, keep_extra=True, any_order=True)[1]
 
 
 def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: str, *, overwrite_xs: bool):
     """``grad_weight`` and the coefficients of ``grad_x``, ``(B, e + M, C_in)``, from the saved ``xs``.
 
     Both GEMMs run once over the ``B * (e + M)`` rows of :func:`_saved_coefficients`:
-    the extra tokens ride along with the coefficients, exact.  With
-    ``overwrite_xs=True`` (``xs`` is dead after this call) ``grad_x``'s coefficients
+    the extra tokens ride along with the coefficients, exact.  ``grad_y`` is
+    projected with the same ``1/n`` as ``xs``, so that ``grad_weight`` has the
+    SPEC's ``1/n**2`` and :func:`_grid_grad_x` reconstructs with the other ``1/n``.
+    With ``overwrite_xs=True`` (``xs`` is dead after this call) ``grad_x``'s coefficients
     take ``xs``'s buffer when it is a writeable contiguous NumPy array, which saves
     an allocation (and its page faults) and peak memory.  A caller that drops its
     own reference to ``xs`` on return frees it before :func:`_grid_grad_x`
@@ -197,8 +204,7 @@ def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: 
     ``xs + gs``, ``gs + gxs`` and ``gxs + grad_x`` (plus ``grad_weight``).
     """
     c_out, c_in = weight.shape
-    n2 = plan.patch * plan.patch
-    _, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / n2, keep_extra=True, any_order=True)
+    _, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / plan.patch, keep_extra=True, any_order=True)
     b, rows, _ = gs.shape
     gs2 = xp.reshape(gs, (b * rows, c_out))
     xs2 = xp.reshape(xs, (b * rows, c_in))
@@ -209,19 +215,21 @@ def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: 
 
 
 def _grid_grad_x(xp, gxs, plan: PatchPlan, e: int, layout: str):
-    """``grad_x`` from its coefficients: the extra tokens as they are, the grid reconstructed."""
+    """``grad_x`` from its coefficients: the extra tokens as they are, the grid reconstructed (times ``1/n``)."""
+    s = 1.0 / plan.patch
     if layout != "tokens":
-        return reconstruct_raw(xp, gxs, plan, layout, any_order=True)
+        return reconstruct_raw(xp, gxs, plan, layout, any_order=True, scale=s)
     b, _, c_in = gxs.shape
     h, w = plan.grid
     if isinstance(gxs, np.ndarray):
         gx = np.empty((b, e + h * w, c_in), dtype=gxs.dtype)
         gx[:, :e] = gxs[:, :e]
-        reconstruct_raw(xp, gxs[:, e:], plan, layout, out=gx[:, e:], any_order=True)
+        reconstruct_raw(xp, gxs[:, e:], plan, layout, out=gx[:, e:], any_order=True, scale=s)
         return gx
     if e:
-        return xp.concat([gxs[:, :e, :], reconstruct_raw(xp, gxs[:, e:, :], plan, layout, any_order=True)], axis=1)
-    return reconstruct_raw(xp, gxs, plan, layout, any_order=True)
+        grid = reconstruct_raw(xp, gxs[:, e:, :], plan, layout, any_order=True, scale=s)
+        return xp.concat([gxs[:, :e, :], grid], axis=1)
+    return reconstruct_raw(xp, gxs, plan, layout, any_order=True, scale=s)
 
 
 def lbp_backward(
@@ -290,6 +298,13 @@ def lbp_backward(
     fraction ``P r / (h w)`` of the dense ones (see :func:`backward_cost`).
     NaN and inf propagate within the patches (and so the gradients) they touch.
 
+    Numerical range: the coefficients are computed in the orthonormal basis
+    (divided by ``n``, exactly: a power of two), so each is at most
+    ``n * max|x|`` (``n * max|grad_y|``), and the sums of ``grad_weight`` have
+    the dense ones' bound.  The result is finite wherever the dense backward's
+    bounds times ``n`` are: for float64 and ``n = 8``, values up to about
+    ``2.2e307`` (see :ref:`method-range`).
+
     Examples
     --------
     >>> import numpy as np
@@ -317,7 +332,8 @@ class LBPLinear:
     The forward pass computes ``y = x @ W.T + b`` exactly and keeps the patch
     coefficients of ``x`` on the selected bases (``r / n^2`` of the grid
     activation) plus the extra tokens; the backward pass is :func:`lbp_backward`
-    computed from them.
+    computed from them.  The saved coefficients are those of :func:`project`
+    divided by ``n`` (the orthonormal ones; see :func:`lbp_backward`, Notes).
 
     Parameters
     ----------

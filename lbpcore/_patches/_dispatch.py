@@ -103,12 +103,14 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     return extra, coef
 
 
-def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, any_order: bool = False):
-    """Inverse of :func:`project_raw` up to the factor ``n**2`` and the crop.
+def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, any_order: bool = False,
+                    scale: float = 1.0):
+    """Inverse of :func:`project_raw` up to the factor ``n**2`` and the crop, times ``scale``.
 
     ``(B, M, C)`` -> tokens ``(B, h*w, C)`` or nchw ``(B, C, h, w)``; ``any_order`` as
     given to :func:`project_raw`.  NumPy only: the result is written into ``out``
-    (a possibly strided view of the right shape) when given.
+    (a possibly strided view of the right shape) when given.  The kernels apply
+    ``scale`` in their first stage (a power of two leaves the result exact).
     """
     b, _, c = coef.shape
     h, w = plan.grid
@@ -124,10 +126,10 @@ def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, any_order:
     if any_order and _use_blocked(coef, layout):
         if out is None:
             out = np.empty((coef.shape[0], plan.grid[0] * plan.grid[1], coef.shape[2]), dtype=coef.dtype)
-        return reconstruct_blocked(coef, plan, out)
+        return reconstruct_blocked(coef, plan, out, scale)
     if _use_direct(plan) and _all_finite(xp, coef):
-        return reconstruct_direct(xp, coef, plan, layout, out)
-    res = reconstruct_separable(xp, coef, plan, layout)
+        return reconstruct_direct(xp, coef, plan, layout, out, scale)
+    res = reconstruct_separable(xp, coef, plan, layout, scale)
     if out is not None:
         out[...] = res
         return out
