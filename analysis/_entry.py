@@ -49,13 +49,12 @@ def main(argv=None) -> int:
     Parameters
     ----------
     argv : sequence of str, optional
-        Arguments after the program name; default ``sys.argv[1:]``.
+        As for :func:`analysis.cli.main`.
 
     Returns
     -------
     int
-        The exit status of :func:`analysis.cli.main`, or 130 after Ctrl-C
-        (with ``lbp: interrupted`` on stderr).
+        Its exit status, or 130 after Ctrl-C (with ``lbp: interrupted`` on stderr).
 
     Examples
     --------

@@ -173,11 +173,11 @@ def write_files(out, files) -> list:
 
     Examples
     --------
-    >>> import os, tempfile
+    >>> import tempfile
     >>> from analysis.io import write_files
-    >>> out = os.path.join(tempfile.mkdtemp(), "report")
-    >>> [p.name for p in write_files(out, {"index.md": "# hi\\n", "data.bin": b"\\x00"})]
-    ['index.md', 'data.bin']
+    >>> d = tempfile.mkdtemp()
+    >>> [p.read_bytes() for p in write_files(d, {"a.txt": "1", "b.bin": b"\\x02"})]
+    [b'1', b'\\x02']
     """
     return replace_directory(out, files)
 
