@@ -43,8 +43,10 @@ TARGETS = {
     "fwht_over_dense_max_n_le_64": 1.0,
     "radix2_over_fwht_min": 10.0,
     "overhead_us_max": 10.0,
-    "gpu_lbp_of_ideal": 0.7,
-    "gpu_fwht_of_copy_bandwidth": 0.5,
+    "gpu_lbp_of_ideal_lp_l1:6": 0.75,
+    "gpu_lbp_of_ideal_lp_l1:3": 0.5,
+    "gpu_layer_of_ideal_lp_l1:6": 0.85,
+    "gpu_fwht_of_copy_bandwidth": 0.6,
 }
 
 LAYERS = (((16, 16), 768, 3072), ((16, 16), 3072, 768), ((14, 14), 768, 3072))
@@ -356,8 +358,12 @@ def _targets(res: dict) -> list:
             add(f"dense/plain {tag}", row["dense_over_plain"], f"<= {TARGETS['dense_over_plain_max']}",
                 row["dense_over_plain"] <= TARGETS["dense_over_plain_max"])
         for spec, d in row["specs"].items():
-            goal = TARGETS["gpu_lbp_of_ideal"] if gpu else TARGETS.get(f"lbp_of_ideal_{spec}", 0.5)
+            goal = TARGETS.get(f"gpu_lbp_of_ideal_{spec}" if gpu else f"lbp_of_ideal_{spec}", 0.5)
             add(f"lbp {spec} of ideal {tag}", d["lbp_of_ideal"], f">= {goal}", d["lbp_of_ideal"] >= goal)
+            layer_goal = TARGETS.get(f"gpu_layer_of_ideal_{spec}") if gpu else None
+            if layer_goal is not None:
+                add(f"layer {spec} of ideal {tag}", d["layer_of_ideal"], f">= {layer_goal}",
+                    d["layer_of_ideal"] >= layer_goal)
     for row in res.get("wht", []):
         if gpu:
             g = TARGETS["gpu_fwht_of_copy_bandwidth"]

@@ -7,7 +7,7 @@ Run from the repository root on a machine with CuPy and a CUDA device::
 Sections of the JSON (times are medians of ``cupyx.profiler.benchmark`` GPU
 times, in seconds):
 
-* ``patches``: ``lbpcore._cuda_patches.project`` / ``reconstruct`` at ViT-B MLP
+* ``patches``: ``lbpcore._patches._cuda.project`` / ``reconstruct`` at ViT-B MLP
   shapes (batch 256, 16x16 and 14x14 grids with reflect padding, C = 768 and
   3072, float32, ``lp_l1:6`` and ``lp_l1:3``, patch 8), for the default and
   every instantiated channel width ``vec``; with the time of a copy of the
@@ -15,7 +15,7 @@ times, in seconds):
   ``(read + written) / 2`` bytes), of a copy of the input, and of the generic
   path (``lbpcore.project`` / ``reconstruct``), and the largest relative
   difference from the generic path.
-* ``wht_rows``: ``lbpcore._cuda_wht.fwht_rows`` on ``(2**24 / n, n)`` float32
+* ``wht_rows``: ``lbpcore._wht._cuda.fwht_rows`` on ``(2**24 / n, n)`` float32
   for n = 256 .. 4096 in natural, sequency and dyadic order, against a copy
   and ``lbpcore.fwht`` (whatever it dispatches to).
 * ``wht_long``: ``fwht_long`` on single vectors of ``2**22`` and ``2**24``.
@@ -73,7 +73,7 @@ def _host(a):
 def bench_patches(cp, t, batch, quick=False):
     """Projection and reconstruction rows (see the module docstring)."""
     import lbpcore  # noqa: PLC0415
-    from lbpcore import _cuda_patches as cpk  # noqa: PLC0415
+    from lbpcore._patches import _cuda as cpk  # noqa: PLC0415
 
     rows = []
     rng = cp.random.default_rng(0)
@@ -149,7 +149,7 @@ def bench_patches(cp, t, batch, quick=False):
 def bench_wht(cp, t, quick=False):
     """Rows and long-vector transform rows (see the module docstring)."""
     import lbpcore  # noqa: PLC0415
-    from lbpcore import _cuda_wht as cw  # noqa: PLC0415
+    from lbpcore._wht import _cuda as cw  # noqa: PLC0415
 
     rng = cp.random.default_rng(1)
     total = 1 << 24

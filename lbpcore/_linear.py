@@ -195,11 +195,11 @@ def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: 
     Both GEMMs run once over the ``B * (e + M)`` rows of :func:`_saved_coefficients`:
     the extra tokens ride along with the coefficients, exact.  ``grad_y`` is
     projected with the same ``1/n`` as ``xs``, so that ``grad_weight`` has the
-    SPEC's ``1/n**2`` and :func:`_grid_grad_x` reconstructs with the other ``1/n``.
+    SPEC's ``1/n**2``, and ``grad_x`` is reconstructed with the other ``1/n``.
     With ``overwrite_xs=True`` (``xs`` is dead after this call) ``grad_x``'s coefficients
     take ``xs``'s buffer when it is a writeable contiguous NumPy array, which saves
     an allocation (and its page faults) and peak memory.  A caller that drops its
-    own reference to ``xs`` on return frees it before :func:`_grid_grad_x`
+    own reference to ``xs`` on return frees it before the reconstruction of ``grad_x``
     allocates ``grad_x``: the peak temporary memory is then the larger of
     ``xs + gs``, ``gs + gxs`` and ``gxs + grad_x`` (plus ``grad_weight``).
     """
@@ -212,24 +212,6 @@ def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: 
     if overwrite_xs and isinstance(xs, np.ndarray) and xs.flags.c_contiguous and xs.flags.writeable:
         return gw, np.matmul(gs2, weight, out=xs2).reshape(b, rows, c_in)
     return gw, xp.reshape(xp.matmul(gs2, weight), (b, rows, c_in))
-
-
-def _grid_grad_x(xp, gxs, plan: PatchPlan, e: int, layout: str):
-    """``grad_x`` from its coefficients: the extra tokens as they are, the grid reconstructed (times ``1/n``)."""
-    s = 1.0 / plan.patch
-    if layout != "tokens":
-        return reconstruct_raw(xp, gxs, plan, layout, any_order=True, scale=s)
-    b, _, c_in = gxs.shape
-    h, w = plan.grid
-    if isinstance(gxs, np.ndarray):
-        gx = np.empty((b, e + h * w, c_in), dtype=gxs.dtype)
-        gx[:, :e] = gxs[:, :e]
-        reconstruct_raw(xp, gxs[:, e:], plan, layout, out=gx[:, e:], any_order=True, scale=s)
-        return gx
-    if e:
-        grid = reconstruct_raw(xp, gxs[:, e:, :], plan, layout, any_order=True, scale=s)
-        return xp.concat([gxs[:, :e, :], grid], axis=1)
-    return reconstruct_raw(xp, gxs, plan, layout, any_order=True, scale=s)
 
 
 def lbp_backward(
@@ -323,7 +305,8 @@ def lbp_backward(
     xs = _saved_coefficients(xp, x, plan, e, layout)
     gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, plan, e, layout, overwrite_xs=True)
     del xs  # dead (its buffer may hold gxs): freed before grad_x is allocated
-    return Gradients(_grid_grad_x(xp, gxs, plan, e, layout), gw, _bias_grad(xp, grad_y, bias, layout))
+    gx = reconstruct_raw(xp, gxs, plan, layout, extra_tokens=e, any_order=True, scale=1.0 / plan.patch)
+    return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, layout))
 
 
 class LBPLinear:
@@ -442,5 +425,6 @@ class LBPLinear:
         )
         check_grad_y(x_shape, weight.shape[0], grad_y.shape, self.layout)
         gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, self.plan, e, self.layout, overwrite_xs=False)
-        gx = _grid_grad_x(xp, gxs, self.plan, e, self.layout)
+        gx = reconstruct_raw(xp, gxs, self.plan, self.layout, extra_tokens=e, any_order=True,
+                             scale=1.0 / self.plan.patch)
         return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, self.layout))

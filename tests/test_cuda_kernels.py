@@ -1,4 +1,4 @@
-"""The CUDA kernels of ``lbpcore._cuda_wht`` and ``lbpcore._cuda_patches`` on a device, against NumPy.
+"""The CUDA kernels of ``lbpcore._wht._cuda`` and ``lbpcore._patches._cuda`` on a device, against NumPy.
 
 Skipped cleanly without CuPy or a CUDA device (the ``cupy_backend`` fixture
 skips).  ``tests/test_cuda_kernels_host.py`` runs the same kernels on the CPU.
@@ -13,7 +13,8 @@ import pytest
 from tolerances import assert_allclose_dtype
 
 import lbpcore
-from lbpcore import _cuda_patches, _cuda_wht
+from lbpcore._patches import _cuda as _cuda_patches
+from lbpcore._wht import _cuda as _cuda_wht
 
 pytestmark = pytest.mark.gpu
 

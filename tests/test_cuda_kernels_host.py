@@ -1,4 +1,4 @@
-"""The CUDA kernels of ``lbpcore._cuda_wht`` and ``lbpcore._cuda_patches``, run on the CPU.
+"""The CUDA kernels of ``lbpcore._wht._cuda`` and ``lbpcore._patches._cuda``, run on the CPU.
 
 The kernel sources are plain C++ with a thin CUDA layer (see those modules), so
 the same text compiles with g++ into a shared library whose ``lbp_host_*``
@@ -247,7 +247,7 @@ def _dev(a):
 # Walsh-Hadamard transform
 # --------------------------------------------------------------------------
 
-from lbpcore import _cuda_wht  # noqa: E402
+from lbpcore._wht import _cuda as _cuda_wht  # noqa: E402
 
 WHT_DTYPES = [np.float32, np.float64]
 ORDERINGS = ["natural", "sequency", "dyadic"]
@@ -343,15 +343,16 @@ def test_transform_dispatch(fake_cupy):
     assert_allclose_dtype(_cuda_wht.transform(_dev(x), 1 << 13, "sequency", 1.0), _wht_ref(x, "sequency", 1.0))
     assert_allclose_dtype(_cuda_wht.transform(_dev(x[:, :64]), 64, "sequency", 1.0),
                           _wht_ref(x[:, :64], "sequency", 1.0))
-    assert _cuda_wht.applicable(np, x, 64) is False
-    assert _cuda_wht.applicable(fake_cupy, _dev(x), 64) is False  # the stand-in is not a cupy type
+    assert _cuda_wht.applicable(x, 64) is False
+    assert _cuda_wht.applicable(_dev(x), 64) is False  # the stand-in is not a cupy type
 
 
 # --------------------------------------------------------------------------
 # patch projection and reconstruction
 # --------------------------------------------------------------------------
 
-from lbpcore import _cuda_patches  # noqa: E402
+from lbpcore._patches import _cuda as _cuda_patches  # noqa: E402
+from lbpcore._patches import _cuda_source  # noqa: E402
 
 #: (n, selection): low-pass and not low-pass, every supported patch size
 SELECTIONS = [
@@ -500,7 +501,7 @@ def test_nvcc_compiles_for_sm90(tmp_path):
     idx6 = lbpcore.select_bases(8, "lp_l1:6").indices
     logs = _nvcc_all({
         "wht": _cuda_wht.SOURCE,
-        "p8": _cuda_patches.source(8, idx6, [("float32", "tokens", 4), ("float64", "nchw", 1)]),
+        "p8": _cuda_source.source(8, idx6, [("float32", "tokens", 4), ("float64", "nchw", 1)]),
     }, tmp_path)
     for name, log in logs.items():
         assert "Compiling entry function" in log, name

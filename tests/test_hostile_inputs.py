@@ -290,3 +290,12 @@ def test_reconstructed_grid_beyond_memory_is_refused_naming_coef(monkeypatch):
 
 def test_memory_limit_is_the_physical_memory():
     assert 1 << 26 < _validation.memory_limit() < 1 << 60
+
+
+def test_python_sequences_are_converted_by_every_transform():
+    """Lists are documented input (as_float_array converts them): the CuPy fast lane must not read .ndim first."""
+    for func in (lbpcore.fwht, lbpcore.ifwht):
+        np.testing.assert_array_equal(func([1.0, 0.0, 0.0, 0.0]) * (4 if func is lbpcore.ifwht else 1), np.ones(4))
+    assert lbpcore.fwht2([[1.0, 0.0], [0.0, 0.0]]).tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    with pytest.raises(TypeError, match=r"\bx\b"):
+        lbpcore.fwht("abcd")

@@ -1,5 +1,7 @@
 """Kernel choice of the projections: which kernel serves which input (no argument checks).
 
+* CuPy arrays: the fused CUDA kernels (:mod:`._cuda`), one pass over the input,
+  for the patch sizes and selections they cover.
 * NumPy tokens whose coefficient order does not matter (the backward passes,
   :func:`~lbpcore.apply_projector`): the cache-blocked kernel (:mod:`._blocked`).
 * Otherwise, when ``pw * r`` is small: the direct strip kernel (:mod:`._direct`),
@@ -10,9 +12,11 @@
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import is_cupy_array
 
 from .._backend import device_of
 from .._validation import check_nbytes
+from . import _cuda
 from ._blocked import project_blocked, reconstruct_blocked
 from ._direct import project_direct, reconstruct_direct
 from ._plan import PatchPlan
@@ -69,15 +73,20 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     b, c = (x.shape[0], x.shape[2]) if layout == "tokens" else x.shape[:2]
     m = plan.num_patches * plan.rank
     rows = (e if keep_extra else 0) + m
-    itemsize = x.dtype.itemsize if isinstance(x, np.ndarray) else xp.finfo(x.dtype).bits // 8
-    check_nbytes(b * rows * c * itemsize, "x", f"its ({b}, {rows}, {c}) patch coefficients")
+    check_nbytes(b * rows * c * _itemsize(xp, x), "x", f"its ({b}, {rows}, {c}) patch coefficients")
+    empty = b * c == 0  # an empty batch or no channel: empty coefficients (the kernels need work)
+    if is_cupy_array(x) and not empty:
+        coef = _cuda.project(x, plan.grid, plan.patch, plan.pad, plan.basis.indices, extra_tokens=e, scale=scale,
+                             layout=layout, keep_extra=keep_extra)
+        if coef is not None:
+            return (None, coef) if keep_extra else (extra, coef)
     if isinstance(x, np.ndarray):
         full = np.empty((b, rows, c), dtype=x.dtype)
         grid = full
         if keep_extra and e:
             full[:, :e] = extra
             grid = full[:, e:]
-        if b * c == 0:  # an empty batch or no channel: empty coefficients (the kernels need work)
+        if empty:
             pass
         elif any_order and _use_blocked(x, layout):
             project_blocked(x, plan, e, scale, grid)
@@ -88,7 +97,7 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
         else:
             grid[...] = project_separable(xp, x, plan, layout, e, scale)
         return (None, full) if keep_extra else (extra, full)
-    if b * c == 0:
+    if empty:
         coef = xp.zeros((b, m, c), dtype=x.dtype, device=device_of(x))
     elif _use_direct(plan):
         coef = project_direct(xp, x, plan, layout, e, scale, None)
@@ -103,34 +112,51 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     return extra, coef
 
 
-def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, out=None, any_order: bool = False,
+def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, extra_tokens: int = 0, any_order: bool = False,
                     scale: float = 1.0):
-    """Inverse of :func:`project_raw` up to the factor ``n**2`` and the crop, times ``scale``.
+    """Inverse of :func:`project_raw` with ``keep_extra=True``, up to the factor ``n**2`` and the crop, times ``scale``.
 
-    ``(B, M, C)`` -> tokens ``(B, h*w, C)`` or nchw ``(B, C, h, w)``; ``any_order`` as
-    given to :func:`project_raw`.  NumPy only: the result is written into ``out``
-    (a possibly strided view of the right shape) when given.  The kernels apply
-    ``scale`` in their first stage (a power of two leaves the result exact).
+    ``coef`` is ``(B, e + M, C)``: ``e = extra_tokens`` rows copied through as they
+    are (tokens layout only), then the coefficients; the result is tokens
+    ``(B, e + h*w, C)`` or nchw ``(B, C, h, w)``, its grid multiplied by ``scale``
+    (the kernels apply it in their first stage; a power of two leaves the result
+    exact).  ``any_order`` as given to :func:`project_raw`.
     """
+    e = extra_tokens if layout == "tokens" else 0
     b, _, c = coef.shape
     h, w = plan.grid
-    itemsize = coef.dtype.itemsize if isinstance(coef, np.ndarray) else xp.finfo(coef.dtype).bits // 8
-    check_nbytes(b * h * w * c * itemsize, "coef", f"the reconstructed ({b}, {h * w}, {c}) grid")
+    check_nbytes(b * h * w * c * _itemsize(xp, coef), "coef", f"the reconstructed ({b}, {h * w}, {c}) grid")
+    shape = (b, e + h * w, c) if layout == "tokens" else (b, c, h, w)
     if b * c == 0:  # an empty batch or no channel: an empty grid
-        shape = (b, h * w, c) if layout == "tokens" else (b, c, h, w)
+        return np.zeros(shape, dtype=coef.dtype) if isinstance(coef, np.ndarray) else \
+            xp.zeros(shape, dtype=coef.dtype, device=device_of(coef))
+    if is_cupy_array(coef):
+        out = _cuda.reconstruct(coef, plan.grid, plan.patch, plan.pad, plan.basis.indices, extra_tokens=e,
+                                scale=scale, layout=layout)
         if out is not None:
             return out
-        if isinstance(coef, np.ndarray):
-            return np.zeros(shape, dtype=coef.dtype)
-        return xp.zeros(shape, dtype=coef.dtype, device=device_of(coef))
-    if any_order and _use_blocked(coef, layout):
-        if out is None:
-            out = np.empty((coef.shape[0], plan.grid[0] * plan.grid[1], coef.shape[2]), dtype=coef.dtype)
-        return reconstruct_blocked(coef, plan, out, scale)
-    if _use_direct(plan) and _all_finite(xp, coef):
-        return reconstruct_direct(xp, coef, plan, layout, out, scale)
-    res = reconstruct_separable(xp, coef, plan, layout, scale)
-    if out is not None:
-        out[...] = res
+    grid_coef = coef if e == 0 else coef[:, e:, :]
+    if isinstance(coef, np.ndarray):
+        out = np.empty(shape, dtype=coef.dtype)
+        if e:
+            out[:, :e] = coef[:, :e]
+        grid_out = out if e == 0 else out[:, e:]
+        if any_order and _use_blocked(coef, layout):
+            reconstruct_blocked(grid_coef, plan, grid_out, scale)
+        elif _use_direct(plan) and _all_finite(xp, grid_coef):
+            reconstruct_direct(xp, grid_coef, plan, layout, grid_out, scale)
+        else:
+            grid_out[...] = reconstruct_separable(xp, grid_coef, plan, layout, scale)
         return out
-    return res
+    if _use_direct(plan) and _all_finite(xp, grid_coef):
+        out = reconstruct_direct(xp, grid_coef, plan, layout, None, scale)
+    else:
+        out = reconstruct_separable(xp, grid_coef, plan, layout, scale)
+    if e:
+        out = xp.concat([coef[:, :e, :], out], axis=1)
+    return out
+
+
+def _itemsize(xp, a) -> int:
+    """Bytes per element of the array ``a``."""
+    return a.dtype.itemsize if isinstance(a, np.ndarray) else xp.finfo(a.dtype).bits // 8

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .._backend import as_float_array
 from .._validation import LAYOUTS, check_choice, check_coefficients
 from ._dispatch import project_raw, reconstruct_raw
@@ -147,13 +145,6 @@ def apply_projector(x, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", ex
     array([4., 4., 4., 4.])
     """
     xp, x, plan, e = _prepare(x, grid, patch, bases, pad, extra_tokens, layout)
-    extra, coef = project_raw(xp, x, plan, layout, e, scale=1.0 / (plan.patch * plan.patch), any_order=True)
-    if isinstance(coef, np.ndarray) and extra is not None:
-        out = np.empty(x.shape, dtype=x.dtype)
-        out[:, :e] = extra
-        reconstruct_raw(xp, coef, plan, layout, out=out[:, e:], any_order=True)
-        return out
-    out = reconstruct_raw(xp, coef, plan, layout, any_order=True)
-    if extra is not None:
-        out = xp.concat([extra, out], axis=1)
-    return out
+    _, coef = project_raw(xp, x, plan, layout, e, scale=1.0 / (plan.patch * plan.patch), keep_extra=True,
+                          any_order=True)
+    return reconstruct_raw(xp, coef, plan, layout, extra_tokens=e, any_order=True)

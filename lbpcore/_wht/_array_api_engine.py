@@ -36,8 +36,7 @@ def transform_axis(xp, x, axis: int, ordering: str, scale: float):
     if n == 1:
         return x * xp.asarray(scale, dtype=dt, device=dev) if scale != 1.0 else xp.asarray(x, copy=True)
     if post == 1 and _cuda.applicable(x, n):
-        perm = constant(("perm", n, ordering), lambda: permutation(n, ordering), xp, xp.int64, dev)
-        return _cuda.fwht_rows(x, n, perm, scale)
+        return _cuda.transform(x, n, ordering, scale)
     y = xp.reshape(x, (pre, n, post))
     left = 1
     right = n
