@@ -23,12 +23,12 @@ import sys
 import time
 import tracemalloc
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
 import lbpcore
 
+from ._outdir import check_output_file, created_directory, path_option
 from .io import text_table, write_json
 
 __all__ = ["add_arguments", "main", "run_bench", "machine_info", "format_table"]
@@ -404,7 +404,8 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     device : {"cpu", "gpu"}
         NumPy on the CPU, or CuPy (imported only here) on the current GPU.
     json_path : str or path, optional
-        Where to write the results as JSON.
+        Where to write the results as JSON (checked before the benchmark runs;
+        written atomically, missing directories created).
     tiny : bool
         Internal: minimal sizes for the test suite (seconds; numbers meaningless).
     stream : file, optional
@@ -427,6 +428,8 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     """
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if json_path is not None:
+        json_path = check_output_file(json_path)  # fail before the run, not after it
     stream = sys.stdout if stream is None else stream
     t0 = time.perf_counter()
     if tiny:
@@ -456,9 +459,8 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     res["elapsed_s"] = time.perf_counter() - t0
     print(format_table(res), file=stream)
     if json_path is not None:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, res)
+        with created_directory(json_path.parent):
+            write_json(json_path, res)
     return res
 
 
@@ -592,7 +594,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     (True, 'b.json', 'cpu')
     """
     parser.add_argument("--quick", action="store_true", help="smaller batches, fewer rounds (under a minute)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--json", metavar="FILE", type=path_option, help="also write the results as JSON")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (NumPy) or gpu (CuPy)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     return parser

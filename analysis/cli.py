@@ -17,17 +17,22 @@ larger than the ``--memory`` budget are streamed in batch chunks with Dask
 ``$DASK_SCHEDULER_ADDRESS``).
 
 Exit status: 0 on success; 2 on a usage error (bad option or value, printed by
-:mod:`argparse` with the usage); 1 on bad data (missing or unreadable file,
-missing array, shapes that do not fit the grid, NaN or inf: a
-:class:`~analysis.io.DataError`) or an output that cannot be written, with a
-one-line ``lbp: error:`` message on stderr.  Every input is read and checked
-and every result computed before the first file is written, each file
-atomically (:func:`analysis.io.write_files`), so a failed run leaves nothing
-behind.
+:mod:`argparse` with the usage and the option's name); 1 on bad data (missing,
+unreadable or truncated file, missing array, shapes that do not fit the grid,
+NaN or inf: a :class:`~analysis.io.DataError` naming the file) or an output
+that cannot be written, with a one-line ``lbp: error:`` message on stderr; 130
+after Ctrl-C (``lbp: interrupted``, no traceback: :mod:`analysis._entry`).
+
+The output (``--out``, ``--json``) is checked before anything is computed
+(:func:`analysis._outdir.check_output_dir`), every input is read and checked
+and every result computed before the first file is written, and the files of
+a run are swapped in all at once (:func:`analysis.io.write_files`): a failed
+or interrupted run leaves the old output as it was and nothing behind.
 
 The same entry point runs as ``lbp`` (console script), ``python -m analysis``
-or :func:`main` from Python.  With the environment variable ``LBP_DEBUG=1``
-errors raise with their traceback instead of the one-line message.
+or :func:`main` from Python (where Ctrl-C raises :class:`KeyboardInterrupt`).
+With the environment variable ``LBP_DEBUG=1`` errors raise with their
+traceback instead of the one-line message.
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ from pathlib import Path
 import numpy as np
 
 import lbpcore
-from lbpcore._validation import check_choice, check_grid, check_int, check_power_of_two
+from lbpcore._validation import check_choice, check_grid, check_int, check_patch
 
 from . import bench
+from ._outdir import check_output_dir, check_output_file, path_option
 from .budget import parse_memory
 from .errors import BASELINES, gradient_errors
 from .io import DataError, figure_bytes, json_text, text_table, to_jsonable, write_files
@@ -134,6 +140,11 @@ def _selection(args):
     if args.layout == "nchw" and args.extra_tokens:
         args.subparser.error("--extra-tokens must be 0 with --layout nchw")
     n = args.patch
+    for side in args.grid:  # the bound of reflect padding, for every mode: a patch is mostly grid, not padding
+        _, before, after = lbpcore.padding(side, n)
+        if max(before, after) >= side:
+            args.subparser.error(f"--patch {n} is too large for the {args.grid[0]}x{args.grid[1]} grid: it would pad "
+                                 f"a side of {side} by {max(before, after)}, more than the side itself")
     try:  # a constant score map stands in for the data of the energy specs
         return lbpcore.select_bases(n, args.bases, calibration=np.ones((n, n)))
     except ValueError as exc:
@@ -161,7 +172,7 @@ def _add_data_command(sub, name, func, *, file, with_key, bases, **texts):
     p.add_argument("file", metavar=file[0], help=file[1])
     p.add_argument("--grid", type=parse_grid, required=True, metavar="HxW",
                    help="token grid h x w (row-major tokens after the extra tokens); for nchw it must be H x W")
-    p.add_argument("--patch", type=_integer_option(lambda v: check_power_of_two(v, "patch")), default=8,
+    p.add_argument("--patch", type=_integer_option(lambda v: check_patch(v, "patch")), default=8,
                    metavar="N", help="patch size n, a power of two (default 8)")
     p.add_argument("--extra-tokens", type=_integer_option(lambda v: check_int(v, "extra_tokens", minimum=0)),
                    default=0, metavar="E", help="leading tokens outside the grid, e.g. a class token (default 0)")
@@ -171,7 +182,8 @@ def _add_data_command(sub, name, func, *, file, with_key, bases, **texts):
                    help="padding of grids the patch size does not divide (default reflect)")
     if with_key:
         p.add_argument("--key", metavar="NAME", help="array to read from a .npz archive (default: its only array)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("--out", required=True, type=path_option, metavar="DIR",
+                   help="output directory (created if missing; files of yours in it are kept)")
     p.add_argument("--bases", metavar="SPEC", **bases)
     p.add_argument("--memory", type=_memory_size, metavar="SIZE",
                    help="memory budget, e.g. 512MB or 2GiB: larger data are streamed in batch chunks with Dask "
@@ -209,7 +221,8 @@ def build_parser():
     p = sub.add_parser("report", help="analyse the built-in ViT workload and write a Markdown report",
                        description="Run the built-in workload (a small ViT on matplotlib's sample images) and "
                                    "write DIR/index.md, its PNG figures and DIR/results.json.")
-    p.add_argument("--out", default="lbp-report", metavar="DIR", help="output directory (default ./lbp-report)")
+    p.add_argument("--out", default="lbp-report", type=path_option, metavar="DIR",
+                   help="output directory (default ./lbp-report; files of yours in it are kept)")
     p.add_argument("--quick", action="store_true", help="a reduced workload (seconds; for smoke tests)")
     p.add_argument("--subset", action="append", default=[], metavar="LAYERS",
                    help="also run end to end with LBP-WHT on these layers only: comma-separated names or patterns, "
@@ -237,7 +250,8 @@ def build_parser():
     )
     p.add_argument("--baselines", type=_baseline_list, default=("klt", "dct", "svd", "random"), metavar="LIST",
                    help="comma-separated baselines at the same rank (default klt,dct,svd,random; 'none' for none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline (default 0)")
+    p.add_argument("--seed", type=_integer_option(lambda v: check_int(v, "seed", minimum=0)), default=0,
+                   help="seed of the random baseline, >= 0 (default 0)")
 
     p = sub.add_parser("bench", help="time dense versus LBP-WHT backward and the WHT (analysis.bench)",
                        description="Benchmark the LBP-WHT backward and the fast Walsh-Hadamard transform "
@@ -291,6 +305,13 @@ def _error_table(rows):
     )
 
 
+def _error_rows(report):
+    """The ``grad_x`` and ``grad_weight`` metric dicts of every method of a JSON report."""
+    for g in [report["lbp"], *report.get("baselines", {}).values()]:
+        yield g["grad_x"]
+        yield g["grad_weight"]
+
+
 def _cmd_error(args):
     basis = _selection(args)
     path = Path(args.file)
@@ -299,8 +320,6 @@ def _cmd_error(args):
                         "with arrays x, weight and grad_y")
     x, grad_y = open_source(args.file, "x"), open_source(args.file, "grad_y")
     weight = open_source(args.file, "weight").read()
-    if x.ndim and x.shape[0] == 0:
-        raise DataError(f"{args.file}: x has an empty batch (shape {x.shape})")
     with _data_of(args.file):
         # energy specs rank the bases by grad_y itself, the tensor the backward projects
         selection = args.bases if args.bases.strip().startswith("energy") else basis
@@ -309,6 +328,9 @@ def _cmd_error(args):
                                  seed=args.seed, memory=args.memory, scheduler=args.scheduler, progress=True)
     basis = report.selection
     report = to_jsonable(report)
+    if None in (g[m] for g in _error_rows(report) for m in ("rel_error", "cosine")):
+        raise DataError(f"{args.file}: the gradient errors are not finite numbers (an exact gradient is zero "
+                        "where the approximation is not); nothing to report")
     lbp = report["lbp"]
     baselines = {name: {"grad_x": g["grad_x"], "grad_weight": g["grad_weight"]}
                  for name, g in report.get("baselines", {}).items()}
@@ -373,8 +395,15 @@ def main(argv=None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 on a usage error, 1 on bad data (with a
-        one-line ``lbp: error: ...`` message on stderr and nothing written).
+        Exit status: 0 on success, 2 on a usage error, 1 on bad data or an
+        output that cannot be written (with a one-line ``lbp: error: ...``
+        message on stderr and nothing written).
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C; the ``lbp`` command (:func:`analysis._entry.main`) turns
+        it into ``lbp: interrupted`` and exit status 130.
 
     Examples
     --------
@@ -395,17 +424,25 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.rest = argv[argv.index(args.command) + 1:]
+        _check_outputs(args)
         return int(args.func(args) or 0)
     except SystemExit as exc:  # a usage error, printed by argparse with the usage (2), or --help (0)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    except (ValueError, OSError, ImportError) as exc:  # bad data (DataError), unwritable output, no Dask...
+    except (ValueError, OSError, MemoryError, ImportError) as exc:  # bad data, unwritable output, no Dask...
         if os.environ.get("LBP_DEBUG"):
             raise
         msg = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, OSError) and getattr(exc, "filename", None) and exc.strerror:
             msg = f"{exc.filename}: {exc.strerror}"
+        if isinstance(exc, MemoryError):
+            msg = f"out of memory ({msg})"
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+
+
+def _check_outputs(args):
+    """The outputs of a command (``--out`` directory, ``--json`` file) can be written: checked before it runs."""
+    if getattr(args, "out", None) is not None:
+        check_output_dir(args.out)
+    if getattr(args, "json", None) is not None:
+        check_output_file(args.json)

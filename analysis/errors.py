@@ -28,6 +28,7 @@ import lbpcore
 from .baselines import random_basis, top_eigenvectors, walsh_basis
 from .coefficients import full_basis, full_coefficients
 from .error_sums import Chunk, Geometry, Subspaces, calibration_sums, error_sums, method_metrics
+from .metrics import unit_exponent, unit_scale
 from .progress import progress_bar
 from .stream import as_batches, is_streamed, reduce_batches
 
@@ -201,6 +202,15 @@ def report_rows(reports) -> list:
     return [row for rep in reports for row in rep.rows()]
 
 
+def _unit_scaled(x, weight, grad_y):
+    """The layer's arrays, each brought to unit scale by a power of two (exact; see :func:`gradient_errors`)."""
+    arrays = [np.asarray(a) for a in (x, weight, grad_y)]
+    for name, a in zip(("x", "weight", "grad_y"), arrays, strict=True):
+        if a.size == 0:
+            raise ValueError(f"{name} is empty (shape {a.shape}): there is no gradient to compare")
+    return [unit_scale(a) for a in arrays]
+
+
 def _check_methods(methods):
     methods = tuple(methods)
     for m in methods:
@@ -342,56 +352,79 @@ def _report(sums, geo, subspaces) -> ErrorReport:
                        baselines={m: result(m) for m in subspaces.methods}, selection=subspaces.basis)
 
 
-def _calibration_chunk(grad_y, geo, gram):
+def _scaled(chunk, exponent):
+    """A chunk in float64 times ``2**exponent`` (exact: every reported number is invariant to it)."""
+    return np.ldexp(np.asarray(chunk, dtype=np.float64), exponent)
+
+
+def _calibration_chunk(grad_y, geo, gram, exponent):
     """:func:`calibration_sums` of a chunk of ``grad_y`` (pass 1 of a streamed run)."""
-    coef = full_coefficients(np.asarray(grad_y, dtype=np.float64), grid=geo.grid, patch=geo.n, pad=geo.pad,
+    coef = full_coefficients(_scaled(grad_y, exponent), grid=geo.grid, patch=geo.n, pad=geo.pad,
                              extra_tokens=geo.extra_tokens, layout=geo.layout)
     return calibration_sums(coef / geo.n, geo.n, gram=gram)
 
 
-def _error_chunk(x, grad_y, weight, geo, subspaces):
+def _error_chunk(x, grad_y, weight, geo, subspaces, exponents):
     """:func:`error_sums` of a chunk (pass 2 of a streamed run)."""
-    return error_sums(Chunk(x, weight, grad_y, geo), subspaces)
+    return error_sums(Chunk(_scaled(x, exponents[0]), weight, _scaled(grad_y, exponents[1]), geo), subspaces)
 
 
-def _streamed_calibration(gs, geo, bases, methods, run):
+class _StreamedLayer:
+    """A layer read in chunks: its sources, unit-scaled weight, geometry and the scales of ``x`` and ``grad_y``.
+
+    One power of two per array for the whole batch, taken from its first item
+    (the largest magnitude of the whole batch is not known before it is read),
+    keeps every sum exact, as the in-memory scaling does (:func:`_unit_scaled`).
+    """
+
+    def __init__(self, x, weight, grad_y, geo_args):
+        self.x, self.grad_y = as_batches(x), as_batches(grad_y)
+        weight = np.asarray(weight)
+        for name, shape in (("x", self.x.shape), ("weight", weight.shape), ("grad_y", self.grad_y.shape)):
+            if math.prod(shape) == 0:
+                raise ValueError(f"{name} is empty (shape {tuple(shape)}): there is no gradient to compare")
+        self.weight = unit_scale(weight)
+        self.geo = Geometry(self.x.shape, *geo_args)
+        self.exponents = tuple(unit_exponent(np.asarray(a[:1])) for a in (self.x, self.grad_y))
+
+
+def _streamed_calibration(layer, bases, methods, run):
     """Pass 1 over ``grad_y`` (only when the KLT or an energy spec needs it): its calibration sums."""
     if not (_energy_spec(bases) or "klt" in methods):
         return None
+    geo = layer.geo
     if _energy_spec(bases):  # a bad spec fails before the data are read
         lbpcore.select_bases(geo.n, bases, calibration=np.ones((geo.n, geo.n)))
-    sums, _ = reduce_batches([gs], partial(_calibration_chunk, geo=geo, gram="klt" in methods),
-                             desc="grad_y calibration", **run)
+    chunk = partial(_calibration_chunk, geo=geo, gram="klt" in methods, exponent=layer.exponents[1])
+    sums, _ = reduce_batches([layer.grad_y], chunk, desc="grad_y calibration", **run)
     return sums
 
 
-def _streamed_report(xs, gs, weight, geo, subspaces, run) -> ErrorReport:
+def _streamed_report(layer, subspaces, run) -> ErrorReport:
     """Pass 2: the error sums of every chunk, added up."""
-    sums, _ = reduce_batches([xs, gs], partial(_error_chunk, weight=weight, geo=geo, subspaces=subspaces),
-                             desc="gradient errors", **run)
-    return _report(sums, geo, subspaces)
+    chunk = partial(_error_chunk, weight=layer.weight, geo=layer.geo, subspaces=subspaces, exponents=layer.exponents)
+    sums, _ = reduce_batches([layer.x, layer.grad_y], chunk, desc="gradient errors", **run)
+    return _report(sums, layer.geo, subspaces)
 
 
 def _streamed_errors(x, weight, grad_y, geo_args, bases, methods, seed, run) -> ErrorReport:
-    xs, gs = as_batches(x), as_batches(grad_y)
-    weight = np.asarray(weight, dtype=np.float64)
-    geo = Geometry(xs.shape, *geo_args)
-    calibration = _streamed_calibration(gs, geo, bases, methods, run)
-    subspaces = _subspaces(geo, _selection(geo, bases, calibration), methods, weight.shape[0], seed, calibration)
-    return _streamed_report(xs, gs, weight, geo, subspaces, run)
+    layer = _StreamedLayer(x, weight, grad_y, geo_args)
+    calibration = _streamed_calibration(layer, bases, methods, run)
+    basis = _selection(layer.geo, bases, calibration)
+    subspaces = _subspaces(layer.geo, basis, methods, layer.weight.shape[0], seed, calibration)
+    return _streamed_report(layer, subspaces, run)
 
 
 def _streamed_sweep(x, weight, grad_y, geo_args, ks, methods, seed, run, bar) -> list:
-    xs, gs = as_batches(x), as_batches(grad_y)
-    weight = np.asarray(weight, dtype=np.float64)
-    geo = Geometry(xs.shape, *geo_args)
-    calibration = _streamed_calibration(gs, geo, "lp_l1:1", methods, run)
+    layer = _StreamedLayer(x, weight, grad_y, geo_args)
+    geo = layer.geo
+    calibration = _streamed_calibration(layer, "lp_l1:1", methods, run)
     random = geo.to_walsh(random_basis(geo.n, geo.n * geo.n, seed)) if "random" in methods else None
     reports = []
     for k in (range(1, 2 * geo.n) if ks is None else ks):
         basis = lbpcore.select_bases(geo.n, f"lp_l1:{k}")
-        subspaces = _subspaces(geo, basis, methods, weight.shape[0], seed, calibration, random)
-        reports.append(_streamed_report(xs, gs, weight, geo, subspaces, run))
+        subspaces = _subspaces(geo, basis, methods, layer.weight.shape[0], seed, calibration, random)
+        reports.append(_streamed_report(layer, subspaces, run))
         bar.update()
     return reports
 
@@ -438,7 +471,16 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     Raises
     ------
     ValueError
-        On an unknown baseline or as :func:`lbpcore.lbp_backward`.
+        On an unknown baseline, an empty array (no gradient to compare), or
+        as :func:`lbpcore.lbp_backward`.
+
+    Notes
+    -----
+    ``x``, ``weight`` and ``grad_y`` are each multiplied by a power of two that
+    brings their largest magnitude to ``[0.5, 1)`` before anything is
+    computed: exact, and every reported number (relative errors, cosines,
+    projection errors) is invariant to it, so finite data near the ends of the
+    float64 range (``1e300``) gives finite errors instead of an overflow.
 
     Examples
     --------
@@ -458,6 +500,7 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     if is_streamed(x, memory, scheduler) or is_streamed(grad_y):
         run = dict(memory=memory, scheduler=scheduler, progress=progress)
         return _streamed_errors(x, weight, grad_y, geo_args, bases, methods, seed, run)
+    x, weight, grad_y = _unit_scaled(x, weight, grad_y)
     geo = Geometry(np.shape(x), *geo_args)
     chunk = Chunk(x, weight, grad_y, geo)
     calibration = None
@@ -514,6 +557,7 @@ def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELI
         with progress_bar(None if ks is None else len(ks), "rank sweep", enabled=None if progress else False) as bar:
             return _streamed_sweep(x, weight, grad_y, (grid, patch, pad, extra_tokens, layout), ks, methods, seed,
                                    run, bar)
+    x, weight, grad_y = _unit_scaled(x, weight, grad_y)
     geo = Geometry(np.shape(x), grid, patch, pad, extra_tokens, layout)
     chunk = Chunk(x, weight, grad_y, geo)
     calibration = calibration_sums(chunk.grad_y_walsh, geo.n, gram=True) if "klt" in methods else None

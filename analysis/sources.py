@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._arrayfile import npz_member, read_header
 from .io import DataError, _check_array, load_array
 
 __all__ = ["BatchSource", "open_source", "as_source", "is_source_like"]
@@ -267,66 +268,49 @@ class BatchSource:
 
 
 def _npy_shard(path, label=None):
+    """A ``.npy`` file, its header read and checked (:func:`analysis._arrayfile.read_header`), to be mapped."""
     label = label or str(path)
     try:
-        mm = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{label}: cannot read as .npy: {' '.join(str(exc).split())}") from None
-    if not isinstance(mm, np.memmap):
-        raise DataError(f"{label}: not a .npy array file")
-    fortran = bool(mm.flags.f_contiguous and not mm.flags.c_contiguous)
-    shard = _MappedShard(label, os.path.abspath(path), int(mm.offset), tuple(mm.shape), mm.dtype, fortran)
-    del mm
-    return shard
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(0)
+            header = read_header(fh, size, label)
+            offset = fh.tell()
+    except OSError as exc:
+        raise DataError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    return _MappedShard(label, os.path.abspath(path), offset, header.shape, header.dtype, header.fortran)
 
 
-def _stored_member_offset(fh, info):
-    """Byte offset of the data of an uncompressed zip member, or None if it cannot be mapped."""
+def _stored_data_start(fh, info):
+    """File offset of the data of an uncompressed zip member (after its local header), or None."""
     fh.seek(info.header_offset)
     local = fh.read(30)
     if len(local) != 30 or local[:4] != b"PK\x03\x04":
         return None
     name_len, extra_len = struct.unpack("<HH", local[26:30])
-    fh.seek(info.header_offset + 30 + name_len + extra_len)
-    try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            header = np.lib.format.read_array_header_2_0(fh)
-        else:
-            return None
-    except ValueError:
-        return None
-    return fh.tell(), header
+    return info.header_offset + 30 + name_len + extra_len
 
 
 def _npz_shard(path, key):
-    label = f"{path}[{key}]" if key else str(path)
+    """A member of a ``.npz`` archive: mapped where it is stored uncompressed, else read (and checked) whole."""
+    where = str(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            names = sorted(n[:-4] for n in zf.namelist() if n.endswith(".npy"))
-            if key is None:
-                if len(names) != 1:
-                    raise DataError(f"{path}: holds {len(names)} arrays ({', '.join(names) or 'none'}); "
-                                    "choose one with a key")
-                key = names[0]
-                label = f"{path}[{key}]"
-            elif key not in names:
-                raise DataError(f"{path}: no array {key!r} (it has: {', '.join(names) or 'nothing'})")
-            info = zf.getinfo(key + ".npy")
-            if info.compress_type == zipfile.ZIP_STORED:
-                with open(path, "rb") as fh:
-                    found = _stored_member_offset(fh, info)
-                if found is not None:
-                    offset, (shape, fortran, dtype) = found
-                    return _MappedShard(label, os.path.abspath(path), offset, tuple(shape), np.dtype(dtype),
-                                        bool(fortran))
+            key, info = npz_member(zf, key, where)
+        label = f"{where}[{key}]"
+        if info.compress_type == zipfile.ZIP_STORED:
+            with open(path, "rb") as fh:
+                start = _stored_data_start(fh, info)
+                if start is not None:
+                    fh.seek(start)
+                    header = read_header(fh, start + info.file_size, f"{where}: member {info.filename!r}")
+                    return _MappedShard(label, os.path.abspath(path), fh.tell(), header.shape, header.dtype,
+                                        header.fortran)
     except DataError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot read as .npz: {' '.join(str(exc).split())}") from None
-    return _LoadedShard(label, load_array(path, key))  # compressed: read (and checked) once, whole
+        raise DataError(f"{where}: cannot read as .npz: {' '.join(str(exc).split())}") from None
+    return _LoadedShard(label, load_array(path, key))
 
 
 def _shard_files(files, name):

@@ -127,8 +127,12 @@ def test_bad_inputs(tmp_path, data):
     with pytest.raises(DataError, match="unsupported file type '.txt'"):
         open_source(tmp_path / "t.txt")
     (tmp_path / "fake.npy").write_text("not an array")
-    with pytest.raises(DataError, match="fake.npy: cannot read as .npy"):
+    with pytest.raises(DataError, match="fake.npy: not a .npy array"):
         open_source(tmp_path / "fake.npy")
+    np.save(tmp_path / "cut.npy", data)
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:-100])
+    with pytest.raises(DataError, match="cut.npy: truncated or corrupt"):
+        open_source(tmp_path / "cut.npy")
     np.save(tmp_path / "s.npy", np.array(["a", "b"]))
     with pytest.raises(DataError, match="has dtype <U1; expected a real numeric array"):
         open_source(tmp_path / "s.npy")

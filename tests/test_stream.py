@@ -118,6 +118,16 @@ def test_streamed_errors_equal_in_memory(layer, bases, capsys):
     assert_reports_equal(ref, got)
 
 
+def test_streamed_errors_near_the_float64_limit(layer):
+    """Values near 1e300: both paths scale by powers of two (exact), so both are finite and equal."""
+    x, gy = layer["x"][:24].astype(np.float64) * 1e300, layer["grad_y"][:24].astype(np.float64) * 1e-300
+    ref = gradient_errors(x, layer["weight"] * 1e200, gy, grid=GRID, bases="lp_l1:3", extra_tokens=E)
+    got = gradient_errors(x, layer["weight"] * 1e200, gy, grid=GRID, bases="lp_l1:3", extra_tokens=E,
+                          memory=ERRORS_BUDGET)
+    assert all(np.isfinite(v) for m in got.methods.values() for v in m.grad_weight.values())
+    assert_reports_equal(ref, got)
+
+
 def test_streamed_rank_sweep_equals_in_memory(layer):
     ref = rank_sweep(layer["x"], layer["weight"], layer["grad_y"], grid=GRID, patch=8, ks=[2, 5], extra_tokens=E,
                      seed=1, progress=False)

@@ -4,8 +4,10 @@
 computes the headline numbers (:mod:`analysis.report.summary`), renders the
 figures (:mod:`analysis.report.figures`) and the text
 (:mod:`analysis.report.markdown`), and only then writes ``index.md``,
-``results.json`` and the ``fig_*.png`` files, each atomically.  What the
-workload measures and how to read the report: :doc:`/getting_started`.
+``results.json`` and the ``fig_*.png`` files, all at once
+(:func:`analysis.io.write_files`: a reader or a crash sees the old report or
+the new one).  What the workload measures and how to read the report:
+:doc:`/getting_started`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .._outdir import check_output_dir
 from ..io import json_text, markdown_table, write_files
 from .figures import render_figures
 from .markdown import render_markdown
@@ -43,8 +46,10 @@ def build_report(out="lbp-report", *, quick=False, config=None, progress=True):
     Raises
     ------
     OSError
-        If the directory cannot be created or written; files already in it
-        are left as they were.
+        If the directory cannot take the report (checked before the workload
+        runs: see :func:`analysis._outdir.check_output_dir`) or cannot be
+        written; the report already in it is then left as it was, and files
+        of yours in it are kept in any case.
 
     Examples
     --------
@@ -56,8 +61,7 @@ def build_report(out="lbp-report", *, quick=False, config=None, progress=True):
     """
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and not out.is_dir():  # fail before a long run, not after it
-        raise NotADirectoryError(20, "exists and is not a directory", str(out))
+    check_output_dir(out)  # fail before a long run, not after it
     if config is None:
         config = ReportConfig.quick_config() if quick else ReportConfig()
     results = run_workload(config, progress=progress)
