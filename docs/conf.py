@@ -6,7 +6,9 @@ Build (from the repository root, no network needed)::
 
 Figures in the method page and the tutorials are drawn at build time by
 matplotlib's ``plot`` directive from code that calls :mod:`lbpcore` and
-:mod:`analysis`.  Neither PyTorch nor CuPy is imported.
+:mod:`analysis`.  Neither PyTorch nor CuPy is imported: :mod:`lbpcore.torch`
+is documented with PyTorch mocked (``autodoc_mock_imports``), so the build does
+not need it installed.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ autosummary_generate = True  # writes docs/generated/*.rst (gitignored)
 autosummary_imported_members = False
 autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "none"  # types come from the numpydoc sections
+autodoc_mock_imports = ["torch"]  # lbpcore.torch: the same pages with or without PyTorch installed
 
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

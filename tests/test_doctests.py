@@ -4,10 +4,10 @@
   example in the module's docstrings runs (``NORMALIZE_WHITESPACE | ELLIPSIS``,
   matplotlib on the Agg backend, in an empty working directory).
 * Every public name (``lbpcore.__all__``, ``lbpcore.testing.__all__``,
-  ``analysis.__all__`` and the ``__all__`` of each public ``analysis``
-  submodule) has a numpydoc docstring with an Examples section, documents its
-  parameters and return value, and is listed in the API reference pages
-  ``docs/api/*.rst``.
+  ``lbpcore.torch.__all__`` when PyTorch is installed, ``analysis.__all__``
+  and the ``__all__`` of each public ``analysis`` submodule) has a numpydoc
+  docstring with an Examples section, documents its parameters and return
+  value, and is listed in the API reference pages ``docs/api/*.rst``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import doctest
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import re
@@ -61,8 +62,15 @@ def agg(monkeypatch, tmp_path):
     plt.close("all")
 
 
+def _needs_torch(modname) -> bool:
+    """Modules that import PyTorch (an optional dependency): their tests skip without it."""
+    return modname == "lbpcore.torch" or modname.startswith("lbpcore.torch.")
+
+
 @pytest.mark.parametrize("modname", MODULES)
 def test_doctests(modname, agg):
+    if _needs_torch(modname):
+        pytest.importorskip("torch")
     module = importlib.import_module(modname)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS)
@@ -93,6 +101,8 @@ def _public_names():
 
     add("lbpcore", lbpcore.__all__)
     add("lbpcore.testing", lbpcore.testing.__all__)
+    if importlib.util.find_spec("torch") is not None:
+        add("lbpcore.torch", importlib.import_module("lbpcore.torch").__all__)
     add("analysis", getattr(analysis, "__all__", ()))
     for modname in MODULES:
         if not modname.startswith("analysis."):
