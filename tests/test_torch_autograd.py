@@ -288,6 +288,6 @@ def test_non_tensor_input():
 
 
 def test_importing_lbpcore_does_not_import_torch():
-    code = ("import sys, lbpcore, lbpcore.testing, analysis, analysis.cli, analysis.report; "
+    code = ("import sys, lbpcore, lbpcore.testing, analysis, analysis.cli, analysis.capture, analysis.report; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
