@@ -108,9 +108,17 @@ def test_convert_pointwise_convs_and_shared_modules():
     assert model["a"] is model["b"] is shared
 
 
+def test_multihead_attention_out_proj_is_not_a_layer():
+    """nn.MultiheadAttention never calls its out_proj (it uses the weight): converting it would change nothing."""
+    model = nn.ModuleDict({"attn": nn.MultiheadAttention(8, 2, batch_first=True), "fc": nn.Linear(8, 8)})
+    assert list(linear_layers(model)) == ["fc"]
+    with pytest.raises(ValueError, match="it matches attn.out_proj: none of them a layer it calls"):
+        convert(model, "attn.*", grid=(2, 2), patch=2)
+
+
 @pytest.mark.parametrize(("include", "match"), [
     ("blocks.*.mlp.fc3", "matches no nn.Linear"),
-    ("blocks.0.norm1", r"it matches blocks.0.norm1, which are not"),
+    ("blocks.0.norm1", r"it matches blocks.0.norm1: none of them"),
     ([], "non-empty"),
 ])
 def test_convert_patterns_that_match_nothing(include, match):

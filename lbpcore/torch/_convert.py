@@ -24,7 +24,9 @@ def linear_layers(model: nn.Module) -> dict:
     -------
     dict of str to torch.nn.Module
         In the order of :meth:`~torch.nn.Module.named_modules`; a module reachable
-        under several names is listed under each.
+        under several names is listed under each.  The ``out_proj`` of an
+        ``nn.MultiheadAttention`` is left out: the attention uses its weight
+        directly and never calls it, so it can be neither converted nor captured.
 
     Examples
     --------
@@ -34,8 +36,10 @@ def linear_layers(model: nn.Module) -> dict:
     >>> list(linear_layers(model))
     ['0', '3']
     """
-    return {name: m for name, m in model.named_modules(remove_duplicate=False)
-            if name and (isinstance(m, nn.Linear) or is_pointwise_conv(m))}
+    modules = dict(model.named_modules(remove_duplicate=False))
+    return {name: m for name, m in modules.items()
+            if name and (isinstance(m, nn.Linear) or is_pointwise_conv(m))
+            and not isinstance(modules.get(name.rpartition(".")[0]), nn.MultiheadAttention)}
 
 
 def _patterns(include) -> list:
@@ -86,7 +90,7 @@ def match_layers(model: nn.Module, include) -> list:
     for p in patterns:
         if not any(fnmatchcase(name, p) for name in layers):
             other = [name for name, _ in model.named_modules() if name and fnmatchcase(name, p)]
-            hint = f" (it matches {_listing(other)}, which are not)" if other else ""
+            hint = f" (it matches {_listing(other)}: none of them a layer it calls)" if other else ""
             raise ValueError(
                 f"pattern {p!r} matches no nn.Linear or 1x1 nn.Conv2d of the model{hint}; "
                 f"its linear layers are: {_listing(layers)}"
