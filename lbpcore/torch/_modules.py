@@ -165,6 +165,7 @@ class LBPLinear(_LBPMixin, nn.Linear):
         return self._lbp(x, self.weight, "tokens")
 
     def extra_repr(self) -> str:
+        """The dense layer's description followed by the LBP-WHT setting."""
         return f"{super().extra_repr()}, {self._lbp_repr()}"
 
 
@@ -237,4 +238,5 @@ class LBPConv2d(_LBPMixin, nn.Conv2d):
         return self._lbp(x, self.weight.flatten(1), "nchw")
 
     def extra_repr(self) -> str:
+        """The dense layer's description followed by the LBP-WHT setting."""
         return f"{super().extra_repr()}, {self._lbp_repr()}"
