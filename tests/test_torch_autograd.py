@@ -18,6 +18,8 @@ import lbpcore.testing as lt
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
+from torch_models import grads_of, random_layer  # noqa: E402
+
 from lbpcore.torch import _bridge, lbp_linear  # noqa: E402 - after the importorskip
 
 
@@ -64,29 +66,16 @@ def test_golden_cases_cover_extra_tokens_and_no_bias():
 @pytest.mark.parametrize("layout", ["tokens", "nchw"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_full_basis_equals_f_linear(layout, dtype):
-    g = torch.Generator().manual_seed(0)
-    if layout == "tokens":
-        x = torch.randn(3, 1 + 8 * 16, 6, generator=g, dtype=dtype)
-        kw = dict(grid=(8, 16), extra_tokens=1)
-    else:
-        x = torch.randn(3, 6, 8, 16, generator=g, dtype=dtype)
-        kw = {}
-    w = torch.randn(5, 6, generator=g, dtype=dtype)
-    b = torch.randn(5, generator=g, dtype=dtype)
-    gy_shape = (3, 1 + 128, 5) if layout == "tokens" else (3, 5, 8, 16)
-    gy = torch.randn(gy_shape, generator=g, dtype=dtype)
-
-    def grads(fn):
-        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
-        y = fn(*leaves)
-        y.backward(gy)
-        return [y.detach()] + [t.grad for t in leaves]
+    e = 1 if layout == "tokens" else 0
+    x, w, b, gy = random_layer(layout, dtype, (8, 16), 6, 5, extra_tokens=e)
+    kw = dict(grid=(8, 16), extra_tokens=1) if layout == "tokens" else {}
 
     if layout == "tokens":
-        dense = grads(F.linear)
+        dense = grads_of(F.linear, (x, w, b), gy)
     else:
-        dense = grads(lambda a, wt, bt: F.conv2d(a, wt[:, :, None, None], bt))
-    lbp = grads(lambda a, wt, bt: lbp_linear(a, wt, bt, patch=8, bases="lp_linf:8", pad="none", layout=layout, **kw))
+        dense = grads_of(lambda a, wt, bt: F.conv2d(a, wt[:, :, None, None], bt), (x, w, b), gy)
+    lbp = grads_of(lambda a, wt, bt: lbp_linear(a, wt, bt, patch=8, bases="lp_linf:8", pad="none", layout=layout,
+                                                **kw), (x, w, b), gy)
     rtol, atol = (1e-5, 1e-4) if dtype == torch.float32 else (1e-12, 1e-11)
     for got, want, what in zip(lbp, dense, ("y", "grad_x", "grad_weight", "grad_bias"), strict=True):
         assert got.dtype == dtype, what

@@ -18,7 +18,7 @@ if not torch.cuda.is_available():
     pytest.skip("PyTorch has no CUDA device", allow_module_level=True)
 
 from torch import nn  # noqa: E402 - after the skips
-from torch_models import loss_of, make_vit  # noqa: E402
+from torch_models import grads_of, loss_of, make_vit, random_layer  # noqa: E402
 
 from lbpcore.torch import _bridge, _function, convert, lbp_linear  # noqa: E402
 
@@ -37,25 +37,18 @@ def kind(request, monkeypatch):
 
 
 def _grads(x, w, b, gy, **kw):
-    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
-    y = lbp_linear(*leaves, **kw)
-    y.backward(gy)
-    return [y.detach()] + [t.grad for t in leaves]
+    return grads_of(lambda *leaves: lbp_linear(*leaves, **kw), (x, w, b), gy)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", ["tokens", "nchw"])
 def test_cuda_matches_cpu(kind, dtype, layout):
-    g = torch.Generator().manual_seed(0)
     if layout == "tokens":
-        x = torch.randn(3, 1 + 14 * 14, 24, generator=g, dtype=dtype)
+        x, w, b, gy = random_layer(layout, dtype, (14, 14), 24, 16, extra_tokens=1)
         kw = dict(grid=(14, 14), extra_tokens=1)
     else:
-        x = torch.randn(3, 24, 10, 12, generator=g, dtype=dtype)
+        x, w, b, gy = random_layer(layout, dtype, (10, 12), 24, 16)
         kw = dict(patch=4, bases="lp_l1:3")
-    w = torch.randn(16, 24, generator=g, dtype=dtype)
-    b = torch.randn(16, generator=g, dtype=dtype)
-    gy = torch.randn((3, 197, 16) if layout == "tokens" else (3, 16, 10, 12), generator=g, dtype=dtype)
     cpu = _grads(x, w, b, gy, layout=layout, **kw)
     cuda = _grads(x.to(CUDA), w.to(CUDA), b.to(CUDA), gy.to(CUDA), layout=layout, **kw)
     rtol, atol = (2e-5, 1e-4) if dtype == torch.float32 else (1e-12, 1e-10)

@@ -11,17 +11,22 @@ rank sweep; and the per-layer rows of ``results.json``.
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 import lbpcore
 
 from ..errors import gradient_errors, rank_sweep
+from ..io import to_jsonable
 from ..progress import progress_bar
 from ..spectrum import energy_curves, energy_kept, energy_maps
+from .summary import summarize
 
-__all__ = ["LayerMeasurements", "Stages", "blas_limit", "cost_flops", "flops_row", "local_row", "measure_layers",
-           "setting", "typical_results"]
+__all__ = ["LayerMeasurements", "Stages", "blas_limit", "cost_flops", "finish", "flops_row", "local_row",
+           "measure_layers", "setting", "typical_results"]
 
 
 @contextlib.contextmanager
@@ -205,3 +210,13 @@ def cost_flops(pl, cfg, basis) -> dict:
     c = lbpcore.backward_cost(tuple(pl["x_shape"]), pl["out_features"], grid=tuple(pl["grid"]), patch=cfg.patch,
                               bases=basis, extra_tokens=pl["extra_tokens"], layout=pl["layout"])
     return flops_row(c.dense_flops, c.lbp_flops, c.lbp_gemm_flops, c.projection_flops, c.ideal_speedup)
+
+
+def finish(results, timing, t_start) -> dict:
+    """``results`` as plain JSON data, with their ``summary`` and ``timing`` (``timing["total"]`` set now)."""
+    results = to_jsonable(results)
+    results["summary"] = summarize(results)
+    timing["total"] = time.perf_counter() - t_start
+    results["timing"] = {"seconds": timing, "python": platform.python_version(), "numpy": np.__version__,
+                         "machine": platform.machine()}
+    return results

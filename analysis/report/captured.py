@@ -10,16 +10,12 @@ There is no end-to-end run: the capture holds one backward pass, not the model.
 
 from __future__ import annotations
 
-import platform
 import time
-
-import numpy as np
 
 import lbpcore
 
-from ..io import DataError, to_jsonable
-from ._layers import Stages, blas_limit, cost_flops, local_row, measure_layers, setting, typical_results
-from .summary import summarize
+from ..io import DataError
+from ._layers import Stages, blas_limit, cost_flops, finish, local_row, measure_layers, setting, typical_results
 from .workload import ReportConfig
 
 __all__ = ["run_capture"]
@@ -105,9 +101,4 @@ def run_capture(capture, config=None, *, progress=True) -> dict:
         "end_to_end": {},
         "flops": _flops(rows),
     }
-    results = to_jsonable(results)
-    results["summary"] = summarize(results)
-    lm.timing["total"] = time.perf_counter() - t_start
-    results["timing"] = {"seconds": lm.timing, "python": platform.python_version(), "numpy": np.__version__,
-                         "machine": platform.machine()}
-    return results
+    return finish(results, lm.timing, t_start)

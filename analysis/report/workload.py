@@ -12,29 +12,25 @@ end-to-end error of every parameter gradient and the backward FLOPs.  See
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 import lbpcore
 
 from ..images import image_batch
-from ..io import to_jsonable
 from ..vit import TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
 from ._layers import (
     LayerMeasurements,
     Stages,
     blas_limit,
+    finish,
     flops_row,
     local_row,
     measure_layers,
     setting,
     typical_results,
 )
-from .summary import summarize
 
 __all__ = ["ReportConfig", "ReportResult", "run_workload"]
 
@@ -327,9 +323,4 @@ def run_workload(config=None, *, progress=True):
                        for k, sel, desc in cfg.subsets},
         "flops": _flops(measured.e2e, first, layer_rows),
     }
-    results = to_jsonable(results)
-    results["summary"] = summarize(results)
-    measured.timing["total"] = time.perf_counter() - t_start
-    results["timing"] = {"seconds": measured.timing, "python": platform.python_version(), "numpy": np.__version__,
-                         "machine": platform.machine()}
-    return results
+    return finish(results, measured.timing, t_start)
