@@ -8,11 +8,14 @@ The package builds on :mod:`lbpcore` (which never imports it):
   backward and rank-matched baselines (KLT, DCT, SVD, random);
 * :mod:`analysis.vit` and :mod:`analysis.images` – a small vision transformer
   with a manual NumPy backward, on real pictures from matplotlib's sample data;
+* :mod:`analysis.capture` – what chosen layers of a PyTorch model see in one
+  training step, recorded with hooks, saved to and read from one ``.npz`` file
+  (PyTorch is imported only to record);
 * :mod:`analysis.bench` – timings of the dense and LBP-WHT backward passes;
 * :mod:`analysis.plots` – headless matplotlib figures, with the names and
   styles of :mod:`analysis.labels`;
-* :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` and the
-  other ``lbp`` subcommands;
+* :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` (on the
+  built-in workload or on a capture) and the other ``lbp`` subcommands;
 * :mod:`analysis.io` and :mod:`analysis.progress` – atomic files, JSON,
   tables, checked array input, progress bars;
 * :mod:`analysis.sources`, :mod:`analysis.shards`, :mod:`analysis.stream` and

@@ -29,6 +29,8 @@ import numpy as np
 import lbpcore
 
 from ._outdir import check_output_file, created_directory, path_option
+from .bench_torch import available as torch_available
+from .bench_torch import bench_torch, torch_table
 from .io import text_table, write_json
 
 __all__ = ["add_arguments", "main", "run_bench", "machine_info", "format_table"]
@@ -47,6 +49,8 @@ TARGETS = {
     "gpu_lbp_of_ideal_lp_l1:3": 0.5,
     "gpu_layer_of_ideal_lp_l1:6": 0.85,
     "gpu_fwht_of_copy_bandwidth": 0.6,
+    "torch_lbp_of_ideal_lp_l1:6": 0.7,
+    "torch_gpu_lbp_of_ideal_lp_l1:6": 0.7,
 }
 
 LAYERS = (((16, 16), 768, 3072), ((16, 16), 3072, 768), ((14, 14), 768, 3072))
@@ -384,6 +388,12 @@ def _targets(res: dict) -> list:
         if row["n"] <= 1024:
             v = row["us_per_call"]["fwht"]
             add(f"overhead n={row['n']} (us)", v, f"< {TARGETS['overhead_us_max']}", v < TARGETS["overhead_us_max"])
+    for row in res.get("torch", []):
+        tag = f"{row['grid'][0]}x{row['grid'][1]} {row['c_in']}->{row['c_out']}"
+        for spec, d in row["specs"].items():
+            goal = TARGETS.get(f"torch_gpu_lbp_of_ideal_{spec}" if gpu else f"torch_lbp_of_ideal_{spec}")
+            if goal is not None:
+                add(f"torch LBPLinear {spec} of ideal {tag}", d["of_ideal"], f">= {goal}", d["of_ideal"] >= goal)
     mem = res.get("memory")
     if mem:
         add("layer saved / activation", mem["layer_saved_ratio"], "= (P r + e) / L",
@@ -415,8 +425,10 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     -------
     dict
         ``machine``, ``settings``, ``backward``, ``memory``, ``wht``, ``overhead``
-        (CPU) or ``gpu``, ``backward``, ``wht`` (GPU), and ``targets`` (each with
-        value, target and whether it was met).
+        (CPU) or ``gpu``, ``backward``, ``wht`` (GPU); ``torch`` (the rows of
+        :func:`analysis.bench_torch.bench_torch`, when PyTorch is installed, with
+        a CUDA device for ``"gpu"``); and ``targets`` (each with value, target and
+        whether it was met).
 
     Examples
     --------
@@ -448,13 +460,18 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     res = {"device": device, "machine": machine_info(device),
            "settings": {"quick": bool(quick), "tiny": bool(tiny), "batch": batch if device == "cpu" else gbatch,
                         "rounds": rounds, "dtype": "float32"}}
+    torch_layers = layers[:2]  # the ViT-B MLP shapes, 768 <-> 3072 on the 16x16 grid
     if device == "gpu":
         res.update(bench_gpu(gbatch, rounds))
+        if torch_available("gpu"):
+            res["torch"] = bench_torch(batch, rounds, torch_layers, device="gpu")
     else:
         res["backward"] = bench_backward(batch, rounds, layers=layers)
         res["memory"] = bench_memory(batch, c_in=layers[0][1], c_out=layers[0][2], grid=layers[0][0])
         res["wht"] = bench_wht(batched, singles, rounds)
         res["overhead"] = bench_overhead(calls=over_calls)
+        if torch_available("cpu"):
+            res["torch"] = bench_torch(batch, rounds, torch_layers)
     res["targets"] = _targets(res)
     res["elapsed_s"] = time.perf_counter() - t0
     print(format_table(res), file=stream)
@@ -537,6 +554,10 @@ def format_table(res: dict) -> str:
     lines.append("")
     lines.append("backward (ms; speed-up = plain / time; 'of ideal' = speed-up / cost-model ideal)")
     lines.append(_backward_table(res.get("backward", [])))
+    if res.get("torch"):
+        lines.append("")
+        lines.append("PyTorch backward (ms; speed-up = nn.Linear / LBPLinear; 'of ideal' = speed-up / ideal)")
+        lines.append(torch_table(res["torch"]))
     mem = res.get("memory")
     if mem:
         lines.append("")

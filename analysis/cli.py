@@ -3,9 +3,10 @@
 Subcommands (``lbp COMMAND --help`` for the options)::
 
     lbp report   [--out DIR] [--quick] [--subset LAYERS ...] [--quiet]
+                 [--capture FILE [--grid HxW] [--extra-tokens E] [--memory SIZE] [--scheduler ADDRESS]]
     lbp spectrum FILE --grid HxW [--patch N] [--extra-tokens E] [--layout tokens|nchw]
-                 [--key NAME] [--pad MODE] [--memory SIZE] [--scheduler ADDRESS] --out DIR
-    lbp error    FILE --grid HxW --bases SPEC [--patch N] [--extra-tokens E]
+                 [--key NAME | --layer NAME] [--pad MODE] [--memory SIZE] [--scheduler ADDRESS] --out DIR
+    lbp error    FILE --grid HxW --bases SPEC [--patch N] [--extra-tokens E] [--layer NAME]
                  [--layout tokens|nchw] [--pad MODE] [--baselines LIST]
                  [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp bench    [--quick] [--json FILE] [--device cpu|gpu]
@@ -15,6 +16,11 @@ Subcommands (``lbp COMMAND --help`` for the options)::
 larger than the ``--memory`` budget are streamed in batch chunks with Dask
 (:doc:`/large_data`), on a cluster with ``--scheduler`` (default
 ``$DASK_SCHEDULER_ADDRESS``).
+
+``--layer NAME`` reads one layer of a capture (:mod:`analysis.capture`, a
+``.npz`` file or a directory of shards): its ``grad_y`` for ``spectrum``, its
+``x``, ``weight`` and ``grad_y`` for ``error``; the grid, extra tokens and
+layout default to the capture's.
 
 Exit status: 0 on success; 2 on a usage error (bad option or value, printed by
 :mod:`argparse` with the usage and the option's name); 1 on bad data (missing,
@@ -53,6 +59,7 @@ from lbpcore._validation import check_choice, check_grid, check_int, check_patch
 from . import bench
 from ._outdir import check_output_dir, check_output_file, path_option
 from .budget import parse_memory
+from .capture import load_capture
 from .errors import BASELINES, gradient_errors
 from .io import DataError, figure_bytes, json_text, text_table, to_jsonable, write_files
 from .plots import plot_energy_curves, plot_spectrum
@@ -127,6 +134,9 @@ def _memory_size(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_EXTRA_TOKENS = _integer_option(lambda v: check_int(v, "extra_tokens", minimum=0))
+
+
 def _baseline_list(text):
     names = tuple(n for n in (t.strip() for t in str(text).split(",")) if n and n.lower() != "none")
     try:
@@ -151,6 +161,24 @@ def _selection(args):
         args.subparser.error(f"--bases: {exc}")
 
 
+def _grid_setting(args, layer=None):
+    """Fill in ``--grid``, ``--extra-tokens`` and ``--layout``: the options given, else the captured layer's."""
+    if layer is not None:
+        args.grid = layer.grid if args.grid is None else args.grid
+        args.extra_tokens = layer.extra_tokens if args.extra_tokens is None else args.extra_tokens
+        args.layout = layer.layout if args.layout is None else args.layout
+    args.layout = args.layout or "tokens"
+    args.extra_tokens = args.extra_tokens or 0
+    if args.grid is None:
+        args.subparser.error("--grid HxW is required" + (" (the capture stores no grid)" if layer else ""))
+    return layer
+
+
+def _captured_layer(args):
+    """The layer ``--layer`` names in the capture file (arrays not read yet), or None."""
+    return _grid_setting(args, None if args.layer is None else load_capture(args.file)[args.layer])
+
+
 @contextlib.contextmanager
 def _data_of(path):
     """What lbpcore rejects in the data of ``path`` (shapes that do not fit the grid...) is a DataError."""
@@ -166,33 +194,41 @@ def _data_of(path):
 # the parser
 
 
-def _add_data_command(sub, name, func, *, file, with_key, bases, **texts):
+def _add_data_command(sub, name, func, *, file, with_key, layer_help, bases, **texts):
     """A subcommand that reads an array file on a token grid: ``FILE``, the grid options, ``--bases``."""
     p = sub.add_parser(name, **texts)
     p.add_argument("file", metavar=file[0], help=file[1])
-    p.add_argument("--grid", type=parse_grid, required=True, metavar="HxW",
-                   help="token grid h x w (row-major tokens after the extra tokens); for nchw it must be H x W")
+    p.add_argument("--grid", type=parse_grid, metavar="HxW",
+                   help="token grid h x w (row-major tokens after the extra tokens); for nchw it must be H x W "
+                        "(default: the capture's with --layer)")
     p.add_argument("--patch", type=_integer_option(lambda v: check_patch(v, "patch")), default=8,
                    metavar="N", help="patch size n, a power of two (default 8)")
-    p.add_argument("--extra-tokens", type=_integer_option(lambda v: check_int(v, "extra_tokens", minimum=0)),
-                   default=0, metavar="E", help="leading tokens outside the grid, e.g. a class token (default 0)")
-    p.add_argument("--layout", choices=("tokens", "nchw"), default="tokens",
-                   help="tokens: (B, E + h*w, C); nchw: (B, C, H, W) (default tokens)")
+    p.add_argument("--extra-tokens", type=_EXTRA_TOKENS, metavar="E",
+                   help="leading tokens outside the grid, e.g. a class token (default 0, or the capture's)")
+    p.add_argument("--layout", choices=("tokens", "nchw"),
+                   help="tokens: (B, E + h*w, C); nchw: (B, C, H, W) (default tokens, or the captured layer's)")
     p.add_argument("--pad", choices=("reflect", "zero", "none"), default="reflect",
                    help="padding of grids the patch size does not divide (default reflect)")
+    source = p.add_mutually_exclusive_group() if with_key else p
     if with_key:
-        p.add_argument("--key", metavar="NAME", help="array to read from a .npz archive (default: its only array)")
+        source.add_argument("--key", metavar="NAME", help="array to read from a .npz archive (default: its only array)")
+    source.add_argument("--layer", metavar="NAME", help=f"layer of a capture file (analysis.capture): {layer_help}")
     p.add_argument("--out", required=True, type=path_option, metavar="DIR",
                    help="output directory (created if missing; files of yours in it are kept)")
     p.add_argument("--bases", metavar="SPEC", **bases)
-    p.add_argument("--memory", type=_memory_size, metavar="SIZE",
-                   help="memory budget, e.g. 512MB or 2GiB: larger data are streamed in batch chunks with Dask "
-                        "(default: a quarter of the available memory)")
-    p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None, metavar="ADDRESS",
-                   help="run on this dask.distributed scheduler, e.g. tcp://host:8786 "
-                        "(default $DASK_SCHEDULER_ADDRESS, else the local threaded scheduler)")
+    _add_stream_options(p)
     p.set_defaults(func=func, subparser=p)
     return p
+
+
+def _add_stream_options(p, when=""):
+    """``--memory`` and ``--scheduler``: how data larger than memory are streamed (:mod:`analysis.stream`)."""
+    p.add_argument("--memory", type=_memory_size, metavar="SIZE",
+                   help=f"{when}memory budget, e.g. 512MB or 2GiB: larger data are streamed in batch chunks with "
+                        "Dask (default: a quarter of the available memory)")
+    p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None, metavar="ADDRESS",
+                   help=f"{when}run on this dask.distributed scheduler, e.g. tcp://host:8786 "
+                        "(default $DASK_SCHEDULER_ADDRESS, else the local threaded scheduler)")
 
 
 def build_parser():
@@ -208,8 +244,8 @@ def build_parser():
     --------
     >>> from analysis.cli import build_parser
     >>> args = build_parser().parse_args(["spectrum", "x.npy", "--grid", "16x16", "--out", "o"])
-    >>> args.command, args.grid, args.patch, args.layout
-    ('spectrum', (16, 16), 8, 'tokens')
+    >>> args.command, args.grid, args.patch, args.pad
+    ('spectrum', (16, 16), 8, 'reflect')
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -228,11 +264,21 @@ def build_parser():
                    help="also run end to end with LBP-WHT on these layers only: comma-separated names or patterns, "
                         "e.g. 'blocks.3.*' or 'blocks.*.mlp.fc1,blocks.*.attn.proj' (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--capture", metavar="FILE",
+                   help="report on the layers of a capture of your own model (analysis.capture: a .npz file, or a "
+                        "directory of shards) instead of the built-in workload")
+    p.add_argument("--grid", type=parse_grid, metavar="HxW",
+                   help="with --capture: token grid of the layers' inputs (default: the one stored in FILE)")
+    p.add_argument("--extra-tokens", type=_EXTRA_TOKENS, metavar="E",
+                   help="with --capture: leading tokens outside the grid (default: the number stored in FILE)")
+    _add_stream_options(p, "with a sharded --capture: ")
     p.set_defaults(func=_cmd_report, subparser=p)
 
     _add_data_command(
         sub, "spectrum", _cmd_spectrum, with_key=True,
-        file=("FILE", ".npy file, .npz archive, directory or glob of .npy shards, or Zarr store (see --key)"),
+        file=("FILE", ".npy file, .npz archive, directory or glob of .npy shards, Zarr store, or capture "
+                      "(see --key, --layer)"),
+        layer_help="the spectrum of its grad_y (use --key NAME/x for its input)",
         bases={"default": "lp_l1:6",
                "help": "selection outlined on the heatmap and reported as energy kept (default lp_l1:6)"},
         help="Walsh-Hadamard energy spectrum of one array",
@@ -242,7 +288,7 @@ def build_parser():
     p = _add_data_command(
         sub, "error", _cmd_error,
         file=("FILE", ".npz archive, dataset directory or Zarr group with arrays x, weight (C_out, C_in), grad_y"),
-        with_key=False,
+        with_key=False, layer_help="its x, weight and grad_y instead of the arrays x, weight and grad_y",
         bases={"required": True, "help": "basis selection, e.g. lp_l1:6, lp_linf:4, energy_l2:16 (ranked on grad_y)"},
         help="gradient errors of LBP-WHT and baselines on one layer",
         description="Read x, weight and grad_y from FILE, compare the LBP-WHT gradients (and rank-matched "
@@ -266,8 +312,10 @@ def build_parser():
 
 
 def _cmd_spectrum(args):
+    layer = _captured_layer(args)  # reads the capture's headers only: its grid is needed to check the options
     basis = _selection(args)
-    x = open_source(args.file, args.key)
+    key = args.key if layer is None else f"{args.layer}/grad_y"
+    x = open_source(args.file, key)
     spec = args.bases.strip()
     with _data_of(args.file):
         res = energy_maps(x, grid=args.grid, patch=args.patch, pad=args.pad, extra_tokens=args.extra_tokens,
@@ -279,14 +327,14 @@ def _cmd_spectrum(args):
     kept = energy_kept(res, basis)
     result = res.to_dict()
     result.update({
-        "source": {"file": str(args.file), "key": args.key, "shape": list(x.shape), "dtype": str(x.dtype),
+        "source": {"file": str(args.file), "key": key, "shape": list(x.shape), "dtype": str(x.dtype),
                    "format": x.kind, "shards": len(x.shards)},
         "bases": basis.spec,
         "rank": int(basis.rank),
         "energy_kept": kept,
         "curves": curves,
     })
-    name = Path(args.file).name + (f"[{args.key}]" if args.key else "")
+    name = Path(args.file).name + (f"[{key}]" if key else "")
     heat = plot_spectrum(res.energy_map, bases=basis, title=f"Walsh energy of {name}, patch {args.patch}")
     curve = plot_energy_curves(curves, highlight=basis.rank, title=f"energy kept: {name}")
     write_files(args.out, {"spectrum.json": json_text(result), "spectrum.png": figure_bytes(heat.figure),
@@ -313,13 +361,15 @@ def _error_rows(report):
 
 
 def _cmd_error(args):
+    layer = _captured_layer(args)  # as for spectrum
     basis = _selection(args)
     path = Path(args.file)
     if path.suffix.lower() == ".npy" or (path.is_file() and path.suffix.lower() != ".npz"):
         raise DataError(f"{args.file}: expected a .npz archive, dataset directory or Zarr group "
                         "with arrays x, weight and grad_y")
-    x, grad_y = open_source(args.file, "x"), open_source(args.file, "grad_y")
-    weight = open_source(args.file, "weight").read()
+    prefix = "" if layer is None else f"{args.layer}/"
+    x, grad_y = open_source(args.file, prefix + "x"), open_source(args.file, prefix + "grad_y")
+    weight = open_source(args.file, prefix + "weight").read()
     with _data_of(args.file):
         # energy specs rank the bases by grad_y itself, the tensor the backward projects
         selection = args.bases if args.bases.strip().startswith("energy") else basis
@@ -335,8 +385,9 @@ def _cmd_error(args):
     baselines = {name: {"grad_x": g["grad_x"], "grad_weight": g["grad_weight"]}
                  for name, g in report.get("baselines", {}).items()}
     result = {
-        "source": {"file": str(args.file), "x_shape": list(x.shape), "weight_shape": list(weight.shape),
-                   "grad_y_shape": list(grad_y.shape), "dtype": str(x.dtype if x.dtype.kind == "f" else "float64")},
+        "source": {"file": str(args.file), **({"layer": args.layer} if args.layer else {}), "x_shape": list(x.shape),
+                   "weight_shape": list(weight.shape), "grad_y_shape": list(grad_y.shape),
+                   "dtype": str(x.dtype if x.dtype.kind == "f" else "float64")},
         "grid": list(args.grid),
         "patch": args.patch,
         "extra_tokens": args.extra_tokens,
@@ -360,6 +411,16 @@ def _cmd_error(args):
 
 def _cmd_report(args):
     config = ReportConfig.quick_config() if args.quick else ReportConfig()
+    if args.capture is not None:
+        if args.subset:
+            args.subparser.error("--subset runs the built-in workload end to end; it does not go with --capture")
+        capture = load_capture(args.capture).with_grid(args.grid, args.extra_tokens)
+        result = build_report(args.out, config=config, progress=not args.quiet, capture=capture,
+                              memory=args.memory, scheduler=args.scheduler)
+        print(f"wrote {result.index}")
+        return 0
+    if args.grid is not None or args.extra_tokens is not None or args.memory is not None:
+        args.subparser.error("--grid, --extra-tokens and --memory go with --capture FILE")
     extra = []
     for text in args.subset:
         names = [t.strip() for t in text.split(",") if t.strip()]

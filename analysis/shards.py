@@ -149,6 +149,26 @@ class ShardWriter:
         self.shapes[name] = (self.shapes[name][0] + chunk.shape[0],) + chunk.shape[1:]
         return self
 
+    def write_file(self, name, data):
+        """Add a small file (a manifest, say) to the dataset, atomically.
+
+        Parameters
+        ----------
+        name : str
+            Relative path in the dataset.
+        data : bytes or str
+            Content; text is written as UTF-8.
+
+        Returns
+        -------
+        ShardWriter
+            ``self``.
+        """
+        target = self._tmp / _check_name(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data.encode("utf-8") if isinstance(data, str) else data)
+        return self
+
     def close(self) -> Path:
         """Move the complete dataset to its destination.
 

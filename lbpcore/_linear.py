@@ -189,7 +189,8 @@ def _saved_coefficients(xp, x, plan: PatchPlan, e: int, layout: str):
     return project_raw(xp, x, plan, layout, e, scale=1.0 / plan.patch, keep_extra=True, any_order=True)[1]
 
 
-def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: str, *, overwrite_xs: bool):
+def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: str, *, overwrite_xs: bool,
+                       grad_x: bool = True, grad_weight: bool = True):
     """``grad_weight`` and the coefficients of ``grad_x``, ``(B, e + M, C_in)``, from the saved ``xs``.
 
     Both GEMMs run once over the ``B * (e + M)`` rows of :func:`_saved_coefficients`:
@@ -202,16 +203,29 @@ def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: 
     own reference to ``xs`` on return frees it before the reconstruction of ``grad_x``
     allocates ``grad_x``: the peak temporary memory is then the larger of
     ``xs + gs``, ``gs + gxs`` and ``gxs + grad_x`` (plus ``grad_weight``).
+    ``grad_x=False`` or ``grad_weight=False`` skips that GEMM and returns None in
+    its place (``xs`` is not read without ``grad_weight``, ``weight`` not without
+    ``grad_x``: either may then be None).
     """
-    c_out, c_in = weight.shape
+    c_out = grad_y.shape[-1] if layout == "tokens" else grad_y.shape[1]
     _, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / plan.patch, keep_extra=True, any_order=True)
     b, rows, _ = gs.shape
     gs2 = xp.reshape(gs, (b * rows, c_out))
-    xs2 = xp.reshape(xs, (b * rows, c_in))
-    gw = xp.matmul(gs2.T, xs2)
+    gw = None
+    if grad_weight:
+        gw = xp.matmul(gs2.T, xp.reshape(xs, (b * rows, xs.shape[-1])))
+    if not grad_x:
+        return gw, None
+    c_in = weight.shape[1]
     if overwrite_xs and isinstance(xs, np.ndarray) and xs.flags.c_contiguous and xs.flags.writeable:
-        return gw, np.matmul(gs2, weight, out=xs2).reshape(b, rows, c_in)
+        return gw, np.matmul(gs2, weight, out=xs.reshape(b * rows, c_in)).reshape(b, rows, c_in)
     return gw, xp.reshape(xp.matmul(gs2, weight), (b, rows, c_in))
+
+
+def _grad_x(xp, gxs, plan: PatchPlan, e: int, layout: str):
+    """``grad_x`` from the coefficients of :func:`_coefficient_grads`: the grid reconstructed
+    with the second ``1/n``, the extra tokens copied through."""
+    return reconstruct_raw(xp, gxs, plan, layout, extra_tokens=e, any_order=True, scale=1.0 / plan.patch)
 
 
 def lbp_backward(
@@ -305,8 +319,7 @@ def lbp_backward(
     xs = _saved_coefficients(xp, x, plan, e, layout)
     gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, plan, e, layout, overwrite_xs=True)
     del xs  # dead (its buffer may hold gxs): freed before grad_x is allocated
-    gx = reconstruct_raw(xp, gxs, plan, layout, extra_tokens=e, any_order=True, scale=1.0 / plan.patch)
-    return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, layout))
+    return Gradients(_grad_x(xp, gxs, plan, e, layout), gw, _bias_grad(xp, grad_y, bias, layout))
 
 
 class LBPLinear:
@@ -425,6 +438,4 @@ class LBPLinear:
         )
         check_grad_y(x_shape, weight.shape[0], grad_y.shape, self.layout)
         gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, self.plan, e, self.layout, overwrite_xs=False)
-        gx = reconstruct_raw(xp, gxs, self.plan, self.layout, extra_tokens=e, any_order=True,
-                             scale=1.0 / self.plan.patch)
-        return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, self.layout))
+        return Gradients(_grad_x(xp, gxs, self.plan, e, self.layout), gw, _bias_grad(xp, grad_y, bias, self.layout))

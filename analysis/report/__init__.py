@@ -1,7 +1,8 @@
-"""``lbp report``: the built-in workload, analysed layer by layer, written as a report directory.
+"""``lbp report``: a model analysed layer by layer, written as a report directory.
 
-:func:`build_report` runs the workload (:mod:`analysis.report.workload`),
-computes the headline numbers (:mod:`analysis.report.summary`), renders the
+:func:`build_report` runs the built-in workload (:mod:`analysis.report.workload`)
+or measures the layers of a user's capture (:mod:`analysis.report.captured`;
+both share :mod:`analysis.report._layers`), computes the headline numbers (:mod:`analysis.report.summary`), renders the
 figures (:mod:`analysis.report.figures`) and the text
 (:mod:`analysis.report.markdown`), and only then writes ``index.md``,
 ``results.json`` and the ``fig_*.png`` files, all at once
@@ -17,15 +18,18 @@ from pathlib import Path
 
 from .._outdir import check_output_dir
 from ..io import json_text, markdown_table, write_files
+from .captured import run_capture
 from .figures import render_figures
 from .markdown import render_markdown
 from .workload import ReportConfig, ReportResult, run_workload
 
-__all__ = ["ReportConfig", "ReportResult", "build_report", "run_workload", "render_markdown", "markdown_table"]
+__all__ = ["ReportConfig", "ReportResult", "build_report", "run_workload", "run_capture", "render_markdown",
+           "markdown_table"]
 
 
-def build_report(out="lbp-report", *, quick=False, config=None, progress=True):
-    """Run the built-in workload and write the report directory.
+def build_report(out="lbp-report", *, quick=False, config=None, progress=True, capture=None, memory=None,
+                 scheduler=None):
+    """Run the built-in workload, or measure a capture, and write the report directory.
 
     Parameters
     ----------
@@ -38,6 +42,11 @@ def build_report(out="lbp-report", *, quick=False, config=None, progress=True):
         Explicit configuration.
     progress : bool, optional
         Show progress on stderr (default True).
+    capture : analysis.capture.Capture, optional
+        Report on these captured layers (:func:`run_capture`) instead of the
+        built-in workload.
+    memory, scheduler : optional
+        For a sharded capture, as for :func:`run_capture`.
 
     Returns
     -------
@@ -64,7 +73,10 @@ def build_report(out="lbp-report", *, quick=False, config=None, progress=True):
     check_output_dir(out)  # fail before a long run, not after it
     if config is None:
         config = ReportConfig.quick_config() if quick else ReportConfig()
-    results = run_workload(config, progress=progress)
+    if capture is None:
+        results = run_workload(config, progress=progress)
+    else:
+        results = run_capture(capture, config, progress=progress, memory=memory, scheduler=scheduler)
     figures = render_figures(results)
     payload = dict(figures)
     payload["results.json"] = json_text(results)
