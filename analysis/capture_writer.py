@@ -31,11 +31,12 @@ def _chunks(array):
         yield np.asarray(array)
 
 
-class CaptureWriter:
+class CaptureWriter(ShardWriter):
     """Append the captures of many steps to a sharded capture directory.
 
-    Use it as a context manager; leaving the block normally writes the
-    manifest and moves the directory into place, an exception leaves nothing.
+    A :class:`~analysis.shards.ShardWriter` that knows captures.  Use it as a
+    context manager; leaving the block normally writes the manifest and moves
+    the directory into place, an exception leaves nothing.
 
     Parameters
     ----------
@@ -77,8 +78,7 @@ class CaptureWriter:
     """
 
     def __init__(self, path, *, grid=None, extra_tokens=None, shard_size=DEFAULT_SHARD_SIZE, overwrite=False):
-        self._writer = ShardWriter(path, shard_size=shard_size, overwrite=overwrite)
-        self.path = self._writer.path
+        super().__init__(path, shard_size=shard_size, overwrite=overwrite)
         self.grid = None if grid is None else tuple(int(v) for v in grid)
         self.extra_tokens = None if extra_tokens is None else int(extra_tokens)
         self.steps = 0
@@ -109,14 +109,14 @@ class CaptureWriter:
             weight = np.asarray(layer.weight)
             if name not in self._weights:
                 self._weights[name] = weight
-                self._writer.append(f"{name}/weight", weight)
+                self.append(f"{name}/weight", weight)
             elif not np.array_equal(weight, self._weights[name]):
                 raise ValueError(f"the weight of layer {name!r} changed at step {self.steps}: capture steps that "
                                  "do not update the model (no optimizer step)")
             for f in FIELDS:
                 if f != "weight":
                     for chunk in _chunks(getattr(layer, f)):
-                        self._writer.append(f"{name}/{f}", chunk)
+                        self.append(f"{name}/{f}", chunk)
         self.steps += 1
 
     def close(self):
@@ -129,19 +129,5 @@ class CaptureWriter:
         """
         manifest = {"layers": list(self._weights), "grid": self.grid, "extra_tokens": self.extra_tokens or 0,
                     "steps": self.steps}
-        self._writer.write_file(MANIFEST, json_text(manifest))
-        return self._writer.close()
-
-    def abort(self):
-        """Remove everything written so far; the destination is untouched."""
-        self._writer.abort()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-        return False
+        self.write_file(MANIFEST, json_text(manifest))
+        return super().close()

@@ -51,6 +51,14 @@ def concatenated(steps):
     return Capture(layers, first.grid, first.extra_tokens)
 
 
+def write_steps(path, steps, shard_size="30kB"):
+    with CaptureWriter(path, shard_size=shard_size) as writer:
+        for s in steps:
+            writer.add(s)
+    concatenated(steps).save(path.with_suffix(".npz"))
+    return path
+
+
 def run(argv, capsys):
     rc = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -94,10 +102,7 @@ def test_writer_refuses_inconsistent_steps(steps, rng, tmp_path):
 
 
 def test_report_on_a_sharded_capture_equals_the_npz(steps, tmp_path, capsys):
-    with CaptureWriter(tmp_path / "cap", shard_size="30kB") as writer:
-        for s in steps:
-            writer.add(s)
-    concatenated(steps).save(tmp_path / "cap.npz")
+    write_steps(tmp_path / "cap", steps)
     reports = {}
     for name, source, extra in (("npz", tmp_path / "cap.npz", []), ("shards", tmp_path / "cap", ["--memory", "3MB"])):
         rc, _, err = run(["report", "--capture", source, "--quick", "--quiet", *extra, "--out", tmp_path / name],
@@ -118,10 +123,7 @@ def test_report_on_a_sharded_capture_equals_the_npz(steps, tmp_path, capsys):
 
 
 def test_spectrum_and_error_of_a_sharded_layer(steps, tmp_path, capsys):
-    with CaptureWriter(tmp_path / "cap", shard_size="30kB") as writer:
-        for s in steps:
-            writer.add(s)
-    concatenated(steps).save(tmp_path / "cap.npz")
+    write_steps(tmp_path / "cap", steps)
     got = {}
     for name, source in (("npz", tmp_path / "cap.npz"), ("shards", tmp_path / "cap")):
         rc, _, err = run(["spectrum", source, "--layer", "blocks.0.fc1", "--memory", "2MB",
