@@ -1,11 +1,12 @@
 """NumPy engine of the Walsh–Hadamard transform.
 
 Lengths up to :data:`DENSE_MAX` are one product with the ordered, scaled
-matrix.  Longer ones are factored into Hadamard blocks of at most 16 (``2 * 16``
-flops per element per stage), applied by matrix products to chunks that fit the
-L2 cache, with every BLAS call below OpenBLAS' multithreading threshold
-(:mod:`lbpcore._blas`) and the chunks spread over a few Python threads; the
-sequency and dyadic orders are a gather at the end.
+matrix.  Longer ones are factored into Hadamard blocks of at most 16, applied by
+matrix products to chunks that fit the L2 cache, with every BLAS call below
+OpenBLAS' multithreading threshold (:mod:`lbpcore._blas`) and the chunks spread
+over a few Python threads.  Along rows the passes of :mod:`._passes` also put the
+digits of the sequency and dyadic orders in place; along other axes (columns) the
+order is a gather of whole rows when the chunk is written back.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .._blas import MNK_SINGLE, parallel
+from ._passes import BLOCK, DST, SRC, row_plan
 from ._walsh import NORMS, ORDERINGS, natural_hadamard, norm_scale, ordered_hadamard, permutation, split_blocks
 
 __all__ = ["DENSE_MAX", "FLOATS", "plan", "transform"]
 
 #: Lengths up to this use one dense (ordered, scaled) product.
 DENSE_MAX = 64
-#: Largest Hadamard block of the factored transform.
-_BLOCK = 16
 #: Elements per chunk: the scratch of one chunk stays in the L2 cache.
 _CHUNK_ELEMS = 1 << 15
 #: Smallest array (bytes) whose chunks are spread over threads.
@@ -40,7 +40,7 @@ class DensePlan(NamedTuple):
 
 
 class FactoredPlan(NamedTuple):
-    """Kronecker factors: natural Hadamard blocks (the last one scaled), then a gather."""
+    """Kronecker factors along columns: natural Hadamard blocks (the last one scaled), then a gather."""
 
     blocks: tuple  # block sizes, larger last
     mats: tuple  # (b, b) natural Hadamard matrices
@@ -54,7 +54,7 @@ def plan(n: int, ordering: str, scale: float, dtype) -> DensePlan | FactoredPlan
         m = np.ascontiguousarray((ordered_hadamard(n, ordering) * scale).T, dtype=dtype)
         m.flags.writeable = False
         return DensePlan(m)
-    blocks = split_blocks(n, _BLOCK)
+    blocks = split_blocks(n, BLOCK)
     mats = [np.ascontiguousarray(natural_hadamard(b) * (scale if t == len(blocks) - 1 else 1.0), dtype=dtype)
             for t, b in enumerate(blocks)]
     perm = None if ordering == "natural" else np.ascontiguousarray(permutation(n, ordering))
@@ -64,49 +64,55 @@ def plan(n: int, ordering: str, scale: float, dtype) -> DensePlan | FactoredPlan
     return FactoredPlan(tuple(blocks), tuple(mats), perm)
 
 
-def _rows_chunk(src, dst, fplan: FactoredPlan, a, b, bufs):
-    """Transform rows ``src[a:b]`` (2D, unit stride along the rows) into ``dst[a:b]``.
+def _view(buf, shape, perm):
+    return buf.reshape(shape).transpose(perm)
 
-    ``bufs``: two scratch vectors of at least ``(b - a) * n`` elements.
-    """
-    blocks, mats, perm = fplan
-    rc = b - a
-    n = src.shape[1]
-    k = len(blocks)
-    last = blocks[-1]
-    cur, other = bufs[0][: rc * n], bufs[1][: rc * n]
-    if k == 1 and perm is None:
-        np.matmul(src[a:b].reshape(rc * n // last, last), mats[-1], out=dst[a:b].reshape(rc * n // last, last))
+
+def _bind(passes, bufs):
+    """Per pass the (input, output) views that lie in the scratch ``bufs`` (None for the chunk's own)."""
+    return [
+        (None if p.src == SRC else _view(bufs[p.src - 1], p.in_shape, p.in_perm),
+         None if p.dst == DST else _view(bufs[p.dst - 1], p.out_shape, p.out_perm))
+        for p in passes
+    ]
+
+
+def _run_passes(passes, bound, src, dst):
+    """Apply ``passes`` to one chunk (``src`` and ``dst`` C-contiguous, ``dst`` may be ``src``)."""
+    for p, (x, o) in zip(passes, bound, strict=True):
+        if x is None:
+            x = _view(src, p.in_shape, p.in_perm)
+        if o is None:
+            o = _view(dst, p.out_shape, p.out_perm)
+        if p.right:
+            np.matmul(x, p.op, out=o)
+        else:
+            np.matmul(p.op, x, out=o)
+
+
+def _rows(src, dst, n, ordering, scale):
+    """Transform every row of the 2D ``src`` (``(rows, n)``) into ``dst`` (may be ``src``)."""
+    rows = src.shape[0]
+    if n <= DENSE_MAX:
+        np.matmul(src, plan(n, ordering, scale, dst.dtype).matrix, out=dst)  # one product
         return
-    # innermost digit: one right product on the rows
-    np.matmul(src[a:b].reshape(rc * n // last, last), mats[-1], out=cur.reshape(rc * n // last, last))
-    post = last
-    for t in range(k - 2, -1, -1):
-        bt = blocks[t]
-        pre = rc * n // (bt * post)
-        if t == 0 and perm is None:
-            np.matmul(mats[t], cur.reshape(pre, bt, post), out=dst[a:b].reshape(pre, bt, post))
-            return
-        np.matmul(mats[t], cur.reshape(pre, bt, post), out=other.reshape(pre, bt, post))
-        cur, other = other, cur
-        post *= bt
-    np.take(cur.reshape(rc, n), perm, axis=1, out=dst[a:b], mode="clip")
-
-
-def _rows(src, dst, rplan):
-    """Transform every row of the 2D ``src`` into ``dst`` (may be ``src``)."""
-    rows, n = src.shape
-    if isinstance(rplan, DensePlan):
-        np.matmul(src, rplan.matrix, out=dst)  # one product with the ordered, scaled matrix
-        return
-    rc = max(1, min(_CHUNK_ELEMS, (MNK_SINGLE - 1) // rplan.blocks[-1]) // n)
-    rc = min(rc, rows)
+    # rows per chunk: the chunk stays in the L2 cache and no product reaches OpenBLAS' threading threshold
+    rc = max(1, min(rows, _CHUNK_ELEMS // n, (MNK_SINGLE - 1) // (n * BLOCK)))
     chunks = -(-rows // rc)
+    dtype = dst.dtype
 
     def work(c0, c1):
-        bufs = (np.empty(rc * n, dtype=dst.dtype), np.empty(rc * n, dtype=dst.dtype))
+        bufs = (np.empty(rc * n, dtype=dtype), np.empty(rc * n, dtype=dtype))
+        full = row_plan(n, ordering, scale, dtype, rc)
+        bound = _bind(full, bufs)
         for c in range(c0, c1):
-            _rows_chunk(src, dst, rplan, c * rc, min(rows, c * rc + rc), bufs)
+            a = c * rc
+            b = min(rows, a + rc)
+            if b - a == rc:
+                _run_passes(full, bound, src[a:b], dst[a:b])
+            else:  # the last, shorter chunk
+                short = row_plan(n, ordering, scale, dtype, b - a)
+                _run_passes(short, _bind(short, tuple(v[: (b - a) * n] for v in bufs)), src[a:b], dst[a:b])
 
     parallel(work, chunks, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
 
@@ -163,13 +169,13 @@ def _transform_axis(x3, out3, ordering, scale):
         m = n.bit_length() - 1
         b = 1 << (m - m // 2)
         a = n // b
-        _rows(src.reshape(a, b), dst.reshape(a, b), plan(b, "natural", scale, dst.dtype))
+        _rows(src.reshape(a, b), dst.reshape(a, b), b, "natural", scale)
         _cols(dst.reshape(1, a, b), dst.reshape(1, a, b), a, "natural", 1.0)
         if ordering != "natural":
             perm = plan(n, ordering, 1.0, dst.dtype).perm
             dst[0] = np.take(dst[0], perm, mode="clip")
         return
-    _rows(src, dst, plan(n, ordering, scale, dst.dtype))
+    _rows(src, dst, n, ordering, scale)
 
 
 def transform(x, axes, ordering, norm, inverse, out):
