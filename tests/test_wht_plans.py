@@ -33,25 +33,24 @@ def test_butterfly_oracle_matches_the_dense_oracle(n, rng):
         np.testing.assert_array_equal(walsh_oracle(n, ordering), walsh_oracle(n, "natural")[rows])
 
 
+def _run_chunk(passes, src, dst, rc, n):
+    """Run a plan on one chunk the plain way, checking that no view copies and no product threads."""
+    bufs = {SRC: src, 1: np.empty(rc * n, src.dtype), 2: np.empty(rc * n, src.dtype), DST: dst}
+    for p in passes:
+        xv = bufs[p.src].reshape(p.in_shape).transpose(p.in_perm)
+        ov = bufs[p.dst].reshape(p.out_shape).transpose(p.out_perm)
+        assert np.shares_memory(xv, bufs[p.src]) and np.shares_memory(ov, bufs[p.dst])
+        assert xv.shape[-1] * xv.shape[-2] * p.op.shape[-1] < MNK_SINGLE  # below OpenBLAS' threading threshold
+        if p.right:
+            np.matmul(xv, p.op, out=ov)
+        else:
+            np.matmul(p.op, xv, out=ov)
+
+
 def _apply(passes, x, rc):
-    """Run a plan chunk by chunk the plain way, checking that no view copies."""
-    n = x.shape[1]
     out = np.empty_like(x)
-    s1 = np.empty(rc * n, x.dtype)
-    s2 = np.empty(rc * n, x.dtype)
     for a in range(0, x.shape[0], rc):
-        bufs = {SRC: x[a : a + rc], 1: s1, 2: s2, DST: out[a : a + rc]}
-        for p in passes:
-            xv = bufs[p.src].reshape(p.in_shape).transpose(p.in_perm)
-            ov = bufs[p.dst].reshape(p.out_shape).transpose(p.out_perm)
-            assert np.shares_memory(xv, bufs[p.src]) and np.shares_memory(ov, bufs[p.dst])
-            # every product stays below OpenBLAS' threading threshold
-            d = p.op.shape[-1]
-            assert xv.shape[-1] * xv.shape[-2] * d < MNK_SINGLE
-            if p.right:
-                np.matmul(xv, p.op, out=ov)
-            else:
-                np.matmul(p.op, xv, out=ov)
+        _run_chunk(passes, x[a : a + rc], out[a : a + rc], rc, x.shape[1])
     return out
 
 
@@ -82,3 +81,57 @@ def test_fwht_rows_chunks_and_in_place(n, dtype, rng):
         np.testing.assert_array_equal(z, y)
         back = lbpcore.ifwht(y, ordering=ordering, norm="ortho")
         assert_allclose_dtype(back, x, dtype=dtype, scale=4)
+
+
+CHUNKS = [(n, rc) for n in (128, 1024, 4096, 65536) for rc in (1, 2, 4, 32) if rc * n <= 1 << 17]
+
+
+@pytest.mark.parametrize(("n", "rc"), CHUNKS)
+def test_row_plans_with_reversed_rows(n, rc, rng):
+    """``kind="parity"``/``"odd"``: the sequency transform of odd rows / every row reversed."""
+    x = rng.standard_normal((rc, n))
+    for kind in ("parity", "odd"):
+        if kind == "parity" and rc % 2:
+            continue
+        out = np.empty_like(x)
+        _run_chunk(row_plan(n, "sequency", 1.0, np.dtype(np.float64), rc, kind), x, out, rc, n)
+        rev = x.copy()
+        if kind == "parity":
+            rev[1::2] = rev[1::2, ::-1]
+        else:
+            rev = rev[:, ::-1]
+        assert_allclose_dtype(out, fwht_butterfly_oracle(rev, "sequency"), scale=math.sqrt(n) * 4)
+
+
+@pytest.mark.parametrize("n", [4, 64, 256, 2048])
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_column_plans_read_strided_blocks(n, ordering, rng):
+    """``kind="cols"``: an ``(n, w)`` block of a wider array, in place (natural) or transposed."""
+    w = 8
+    big = rng.standard_normal((n, 3 * w))
+    passes = row_plan(n, ordering, 0.5, np.dtype(np.float64), w, "cols")
+    want = fwht_butterfly_oracle(big[:, w : 2 * w].T, ordering, scale=0.5)
+    if ordering == "natural":
+        got = big.copy()
+        _run_chunk(passes, got[:, w : 2 * w], got[:, w : 2 * w], w, n)
+        others = np.s_[:, np.r_[0:w, 2 * w : 3 * w]]
+        np.testing.assert_array_equal(got[others], big[others])
+        got = got[:, w : 2 * w].T
+    else:
+        got = np.empty((w, n))
+        _run_chunk(passes, big[:, w : 2 * w], got, w, n)
+    assert_allclose_dtype(got, want, scale=math.sqrt(n) * 4)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape", [(1 << 17,), (2, 1 << 17), (1 << 20,)])
+def test_fwht_long_rows_two_steps(shape, dtype, rng):
+    """Rows longer than one chunk: rows of ``b`` then columns of ``a``, the sequency sign between them."""
+    x = rng.standard_normal(shape).astype(dtype)
+    n = shape[-1]
+    for ordering in ORDERINGS:
+        y = lbpcore.fwht(x, ordering=ordering, norm="ortho")
+        assert_allclose_dtype(y, fwht_butterfly_oracle(x, ordering, scale=1 / math.sqrt(n)), dtype=dtype, scale=4)
+        z = x.copy()
+        lbpcore.fwht(z, ordering=ordering, norm="ortho", out=z)
+        np.testing.assert_array_equal(z, y)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._blas import MNK_SINGLE, parallel
+from .._blas import MNK_SINGLE, parallel, parallel_dynamic
 from ._passes import BLOCK, DST, SRC, row_plan
 from ._walsh import NORMS, ORDERINGS, natural_hadamard, norm_scale, ordered_hadamard, permutation, split_blocks
 
@@ -27,6 +27,10 @@ __all__ = ["DENSE_MAX", "FLOATS", "plan", "transform"]
 DENSE_MAX = 64
 #: Elements per chunk: the scratch of one chunk stays in the L2 cache.
 _CHUNK_ELEMS = 1 << 15
+#: Longest rows (bytes) transformed a chunk at a time; longer ones take two steps (:func:`_long`).
+_ROW_BYTES = 1 << 18
+#: Length of the columns of the two-step transform of longer rows (at least; measured best).
+_LONG_COLUMNS = 64
 #: Smallest array (bytes) whose chunks are spread over threads.
 _PARALLEL_MIN_BYTES = 1 << 20
 #: The dtypes this engine computes in.
@@ -90,31 +94,38 @@ def _run_passes(passes, bound, src, dst):
             np.matmul(p.op, x, out=o)
 
 
-def _rows(src, dst, n, ordering, scale):
-    """Transform every row of the 2D ``src`` (``(rows, n)``) into ``dst`` (may be ``src``)."""
+def _rows(src, dst, n, ordering, scale, kind="rows"):
+    """Transform every row of the 2D ``src`` (``(rows, n)``) into ``dst`` (may be ``src``).
+
+    ``kind="parity"``: odd rows transformed reversed (sequency; see :func:`._passes.row_plan`).
+    """
     rows = src.shape[0]
     if n <= DENSE_MAX:
         np.matmul(src, plan(n, ordering, scale, dst.dtype).matrix, out=dst)  # one product
         return
     # rows per chunk: the chunk stays in the L2 cache and no product reaches OpenBLAS' threading threshold
     rc = max(1, min(rows, _CHUNK_ELEMS // n, (MNK_SINGLE - 1) // (n * BLOCK)))
+    if kind == "parity" and rc > 1:
+        rc -= rc % 2  # whole pairs of rows (rows is even)
     chunks = -(-rows // rc)
     dtype = dst.dtype
+    # one row per chunk: the parity is the chunk's
+    kinds = ("rows", "odd") if kind == "parity" and rc == 1 else (kind, kind)
 
-    def work(c0, c1):
+    def work(items):
         bufs = (np.empty(rc * n, dtype=dtype), np.empty(rc * n, dtype=dtype))
-        full = row_plan(n, ordering, scale, dtype, rc)
-        bound = _bind(full, bufs)
-        for c in range(c0, c1):
+        full = [row_plan(n, ordering, scale, dtype, rc, kd) for kd in kinds]
+        bound = [_bind(p, bufs) for p in full]
+        for c in items:
             a = c * rc
             b = min(rows, a + rc)
             if b - a == rc:
-                _run_passes(full, bound, src[a:b], dst[a:b])
+                _run_passes(full[c % 2], bound[c % 2], src[a:b], dst[a:b])
             else:  # the last, shorter chunk
-                short = row_plan(n, ordering, scale, dtype, b - a)
+                short = row_plan(n, ordering, scale, dtype, b - a, kind)
                 _run_passes(short, _bind(short, tuple(v[: (b - a) * n] for v in bufs)), src[a:b], dst[a:b])
 
-    parallel(work, chunks, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
+    parallel_dynamic(work, chunks, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
 
 
 def _cols(src, dst, n, ordering, scale):
@@ -156,26 +167,59 @@ def _cols(src, dst, n, ordering, scale):
     parallel(work, total, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
 
 
+def _columns(src, dst, a, ordering, scale):
+    """Transform along axis 1 of ``src`` ``(pre, a, b)`` by blocks of columns, read where they lie.
+
+    ``dst``: ``(pre, a, b)`` for the natural order (may be ``src``), else ``(pre, b, a)``
+    (each block written transposed, so that the column digits come last).
+    """
+    pre, _, b = src.shape
+    w = max(1, min(b, _CHUNK_ELEMS // a))
+    per = b // w
+    dtype = dst.dtype
+
+    def work(items):
+        bufs = (np.empty(a * w, dtype=dtype), np.empty(a * w, dtype=dtype))
+        passes = row_plan(a, ordering, scale, dtype, w, "cols")
+        bound = _bind(passes, bufs)
+        for c in items:
+            i, j = divmod(c, per)
+            j0 = j * w
+            out = dst[i, :, j0 : j0 + w] if ordering == "natural" else dst[i, j0 : j0 + w]
+            _run_passes(passes, bound, src[i, :, j0 : j0 + w], out)
+
+    parallel_dynamic(work, pre * per, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
+
+
+def _long(src, dst, n, ordering, scale):
+    """Rows too long for one chunk: the rows of length ``b`` of ``(pre, a, b)`` views, then their columns.
+
+    The sequency and dyadic orders put the digits of ``b`` first: the columns go
+    transposed into a ``(pre, b, a)`` view of ``dst`` (through a temporary), and
+    the sequency sign between the two halves is the reversal of odd rows.
+    """
+    pre = src.shape[0]
+    # long rows, short columns: the column blocks are wide (``_CHUNK_ELEMS / a`` columns)
+    b = min(n // _LONG_COLUMNS, _ROW_BYTES // src.itemsize)
+    a = n // b
+    if ordering == "natural":
+        _rows(src.reshape(pre * a, b), dst.reshape(pre * a, b), b, ordering, 1.0)
+        _columns(dst.reshape(pre, a, b), dst.reshape(pre, a, b), a, ordering, scale)
+        return
+    tmp = np.empty((pre * a, b), dtype=dst.dtype)
+    _rows(src.reshape(pre * a, b), tmp, b, ordering, 1.0, "parity" if ordering == "sequency" else "rows")
+    _columns(tmp.reshape(pre, a, b), dst.reshape(pre, b, a), a, ordering, scale)
+
+
 def _transform_axis(x3, out3, ordering, scale):
     """Transform along axis 1 of ``(pre, n, post)`` views; ``out3`` may alias ``x3`` exactly."""
     pre, n, post = x3.shape
     if post > 1:
         _cols(x3, out3, n, ordering, scale)
-        return
-    src = x3.reshape(pre, n)
-    dst = out3.reshape(pre, n)
-    if pre == 1 and n > _CHUNK_ELEMS:
-        # one long vector: rows of length b, then the columns of the (a, b) view
-        m = n.bit_length() - 1
-        b = 1 << (m - m // 2)
-        a = n // b
-        _rows(src.reshape(a, b), dst.reshape(a, b), b, "natural", scale)
-        _cols(dst.reshape(1, a, b), dst.reshape(1, a, b), a, "natural", 1.0)
-        if ordering != "natural":
-            perm = plan(n, ordering, 1.0, dst.dtype).perm
-            dst[0] = np.take(dst[0], perm, mode="clip")
-        return
-    _rows(src, dst, n, ordering, scale)
+    elif n * x3.itemsize <= _ROW_BYTES:
+        _rows(x3.reshape(pre, n), out3.reshape(pre, n), n, ordering, scale)
+    else:
+        _long(x3.reshape(pre, n), out3.reshape(pre, n), n, ordering, scale)
 
 
 def transform(x, axes, ordering, norm, inverse, out):

@@ -111,47 +111,102 @@ def _natural_specs(k):
     return specs
 
 
-def _reversed_specs(k, single, twist):
+def _reversed_specs(k, rows_first, twist, parity=False):
     """Passes for the sequency/dyadic order: digits ``K-1 .. 0``, each moved behind the ones done.
 
-    ``single`` (one row, ``K >= 3``): the first pass pairs the innermost digit with
-    the outer ones instead of the rows, and the row axis (of size 1) stays in front.
+    ``rows_first``: the first pass pairs the innermost digit with the rows and
+    later passes pair the rows with the digits done (many rows per chunk).
+    Otherwise the first pass pairs it with the rows and the outer digits, and the
+    rows stay in front (few, long rows).  ``parity``: odd rows transformed
+    reversed.  Reversing a row multiplies its sequency coefficient ``s`` by
+    ``(-1)^s``; digit by digit the reversals cancel but for the last digit's, so
+    only the last block is column-reversed for odd rows (the row parity a batch
+    axis).  With the rows ``(i, J)`` of the ``(a, b)`` view of a long vector this
+    is the sign between the row digit ``J`` and the row transform.
     """
 
     def tw(a):
         return [(a, "col")] if twist and a >= 0 else []
 
-    if single:
-        lay = ["r", *range(k)]
-        head = (*range(k - 2), (k - 2, "h")) if twist else tuple(range(k - 1))
-        specs = [(k - 1, lay, lay, head, tw(k - 2))]
+    digits = list(range(k))
+    if rows_first:
+        specs = [(k - 1, ["r", *digits], [*range(k - 1), "r", k - 1], ("r",), tw(k - 2))]
     else:
-        specs = [(k - 1, ["r", *range(k)], [*range(k - 1), "r", k - 1], ("r",), tw(k - 2))]
+        head = ("r", *range(k - 2), (k - 2, "h")) if twist and k >= 2 else ("r", *range(k - 1))
+        specs = [(k - 1, ["r", *digits], ["r", *digits], head, tw(k - 2))]
     for t in range(k - 2, -1, -1):
         done = list(range(k - 1, t, -1))
-        if single:
-            lin, lout, partner = ["r", *range(t + 1), *done], ["r", *range(t), *done, t], tuple(done)
+        if rows_first:
+            specs.append((t, [*range(t + 1), "r", *done], [*range(t), "r", *done, t], ("r", *done), tw(t - 1)))
         else:
-            lin, lout, partner = [*range(t + 1), "r", *done], [*range(t), "r", *done, t], ("r", *done)
-        specs.append((t, lin, lout, partner, tw(t - 1)))
+            specs.append((t, ["r", *range(t + 1), *done], ["r", *range(t), *done, t], tuple(done), tw(t - 1)))
+    if parity:
+        t, lin, lout, partner, twists = specs[-1]
+        if rows_first:
+            done = tuple(range(k - 1, 0, -1))
+            lin, partner = [0, "r", *done], done
+        specs[-1] = (t, lin, lout, partner, [*twists, ("r", "col")])
+    return specs
+
+
+def _column_specs(k, ordering):
+    """Passes along the rows of an ``(n, rc)`` block (the ``rc`` columns innermost, unit stride).
+
+    The block may be a strided view: the first pass reads it and the natural
+    order's last pass writes it with the columns as the only partner axis.  The
+    other orders write a contiguous ``(rc, n)`` chunk with the digits reversed.
+    """
+    lay = [*range(k), "r"]
+    if ordering == "natural":
+        return [(t, lay, lay, ("r",) if t in (0, k - 1) else (*range(t + 1, k), "r"), [])
+                for t in range(k - 1, -1, -1)]
+    tw = ordering == "sequency"
+    specs = [(k - 1, lay, [*range(k - 1), "r", k - 1], ("r",), [(k - 2, "col")] if tw and k >= 2 else [])]
+    for t in range(k - 2, -1, -1):
+        done = list(range(k - 1, t, -1))
+        specs.append((t, [*range(t + 1), "r", *done], [*range(t), "r", *done, t], ("r", *done),
+                      [(t - 1, "col")] if tw and t >= 1 else []))
     return specs
 
 
 @lru_cache(maxsize=128)
-def row_plan(n: int, ordering: str, scale: float, dtype, rc: int) -> tuple:
-    """The passes transforming a ``(rc, n)`` chunk of rows (``n >= 4``, a power of two)."""
+def row_plan(n: int, ordering: str, scale: float, dtype, rc: int, kind: str = "rows") -> tuple:
+    """The passes transforming a chunk of ``rc`` rows of length ``n`` (a power of two, ``n >= 4``).
+
+    Parameters
+    ----------
+    n, ordering, scale, dtype
+        The transform (``scale`` folded into the last pass).
+    rc : int
+        Rows per chunk (even for ``kind="parity"``).
+    kind : {"rows", "parity", "odd", "cols"}
+        ``"rows"``: a C-contiguous ``(rc, n)`` chunk into one.  ``"parity"``: the
+        same with odd rows transformed reversed, ``"odd"``: with every row reversed
+        (sequency only; see :func:`_reversed_specs`).  ``"cols"``: an ``(n, rc)``
+        block, possibly strided, into the same block (natural) or into a
+        C-contiguous ``(rc, n)`` chunk (sequency, dyadic).
+
+    Returns
+    -------
+    tuple of Pass
+    """
     blocks = split_blocks(n, BLOCK)
     k = len(blocks)
     sizes = {"r": rc, **dict(enumerate(blocks))}
-    if ordering == "natural":
+    if kind == "cols":
+        specs = _column_specs(k, ordering)
+    elif ordering == "natural":
         specs = _natural_specs(k)
     else:
-        specs = _reversed_specs(k, rc == 1 and k >= 3, ordering == "sequency")
+        rows_first = k < 2 or rc >= blocks[-2]
+        specs = _reversed_specs(k, rows_first, ordering == "sequency", kind == "parity")
     bufs = [SRC] + [S1 if i % 2 == 0 else S2 for i in range(k - 1)] + [DST]
     passes = []
     for i, (t, lin, lout, partner, twists) in enumerate(specs):
         block = ordered_hadamard(sizes[t], ordering).astype(dtype)
         if i == k - 1:
             block = block * dtype.type(scale)
+            if kind == "odd":
+                block = block[:, ::-1]
         passes.append(_make_pass(bufs[i], bufs[i + 1], sizes, lin, lout, t, partner, twists, block))
     return tuple(passes)
