@@ -15,6 +15,7 @@ from oracles import ORDERINGS, fwht_butterfly_oracle, fwht_oracle, natural_index
 from tolerances import FLOAT_DTYPES, assert_allclose_dtype
 
 import lbpcore
+from lbpcore import _blas
 from lbpcore._blas import MNK_SINGLE
 from lbpcore._wht._passes import BLOCK, DST, SRC, row_plan
 from lbpcore._wht._walsh import split_blocks
@@ -135,3 +136,26 @@ def test_fwht_long_rows_two_steps(shape, dtype, rng):
         z = x.copy()
         lbpcore.fwht(z, ordering=ordering, norm="ortho", out=z)
         np.testing.assert_array_equal(z, y)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_parallel_dynamic_takes_every_item_once(workers, monkeypatch):
+    monkeypatch.setattr(_blas, "_workers", lambda: workers)
+    seen = []
+
+    def work(items):
+        for c in items:
+            seen.append(c)
+
+    _blas.parallel_dynamic(work, 37, 1 << 30, 1)
+    assert sorted(seen) == list(range(37))
+    seen.clear()
+    _blas.parallel_dynamic(work, 37, 10, 1 << 20)  # small: the calling thread only
+    assert seen == list(range(37))
+
+    def fail(items):
+        for _ in items:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        _blas.parallel_dynamic(fail, 5, 1 << 30, 1)
