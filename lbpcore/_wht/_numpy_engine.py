@@ -12,6 +12,7 @@ order is a gather of whole rows when the chunk is written back.
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -31,6 +32,8 @@ _CHUNK_ELEMS = 1 << 15
 _ROW_BYTES = 1 << 18
 #: Length of the columns of the two-step transform of longer rows (at least; measured best).
 _LONG_COLUMNS = 64
+#: Plans whose scratch buffers a thread keeps between calls.
+_SCRATCH_PLANS = 4
 #: Smallest array (bytes) whose chunks are spread over threads.
 _PARALLEL_MIN_BYTES = 1 << 20
 #: The dtypes this engine computes in.
@@ -81,6 +84,21 @@ def _bind(passes, bufs):
     ]
 
 
+_local = threading.local()
+
+
+def _scratch(passes, size, dtype):
+    """Views of two scratch buffers of ``size`` for ``passes``, kept per thread for the next call (a few plans)."""
+    cache = _local.__dict__.setdefault("scratch", {})
+    got = cache.get(id(passes))
+    if got is None or got[0] is not passes:
+        if len(cache) >= _SCRATCH_PLANS:
+            cache.clear()
+        bufs = (np.empty(size, dtype=dtype), np.empty(size, dtype=dtype))
+        got = cache[id(passes)] = (passes, _bind(passes, bufs))
+    return got[1]
+
+
 def _run_passes(passes, bound, src, dst):
     """Apply ``passes`` to one chunk (``src`` and ``dst`` C-contiguous, ``dst`` may be ``src``)."""
     for p, (x, o) in zip(passes, bound, strict=True):
@@ -113,17 +131,11 @@ def _rows(src, dst, n, ordering, scale, kind="rows"):
     kinds = ("rows", "odd") if kind == "parity" and rc == 1 else (kind, kind)
 
     def work(items):
-        bufs = (np.empty(rc * n, dtype=dtype), np.empty(rc * n, dtype=dtype))
-        full = [row_plan(n, ordering, scale, dtype, rc, kd) for kd in kinds]
-        bound = [_bind(p, bufs) for p in full]
         for c in items:
             a = c * rc
             b = min(rows, a + rc)
-            if b - a == rc:
-                _run_passes(full[c % 2], bound[c % 2], src[a:b], dst[a:b])
-            else:  # the last, shorter chunk
-                short = row_plan(n, ordering, scale, dtype, b - a, kind)
-                _run_passes(short, _bind(short, tuple(v[: (b - a) * n] for v in bufs)), src[a:b], dst[a:b])
+            passes = row_plan(n, ordering, scale, dtype, b - a, kinds[c % 2])
+            _run_passes(passes, _scratch(passes, (b - a) * n, dtype), src[a:b], dst[a:b])
 
     parallel_dynamic(work, chunks, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
 
@@ -179,9 +191,8 @@ def _columns(src, dst, a, ordering, scale):
     dtype = dst.dtype
 
     def work(items):
-        bufs = (np.empty(a * w, dtype=dtype), np.empty(a * w, dtype=dtype))
         passes = row_plan(a, ordering, scale, dtype, w, "cols")
-        bound = _bind(passes, bufs)
+        bound = _scratch(passes, a * w, dtype)
         for c in items:
             i, j = divmod(c, per)
             j0 = j * w
