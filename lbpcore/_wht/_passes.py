@@ -103,9 +103,18 @@ def _make_pass(src, dst, sizes, lin, lout, t, partner, twists, block):
     return Pass(src, dst, in_shape, in_perm, out_shape, out_perm, stack, right)
 
 
-def _natural_specs(k):
-    """(t, lin, lout, partner, twists) per pass for the natural order: the layout is kept."""
+def _natural_specs(k, rotate):
+    """(t, lin, lout, partner, twists) per pass for the natural order.
+
+    Many rows per chunk: the layout is kept (the innermost digit first, one
+    product for the chunk).  One row: each pass transforms the outermost digit and
+    moves it behind the others (products of the whole row), ``K`` rotations
+    restoring the order.
+    """
     lay = ["r", *range(k)]
+    if rotate:
+        return [(t, ["r", *range(t, k), *range(t)], ["r", *range(t + 1, k), *range(t + 1)],
+                 (*range(t + 1, k), *range(t)), []) for t in range(k)]
     specs = [(k - 1, lay, lay, tuple(lay[:-1]), [])]
     specs += [(t, lay, lay, tuple(range(t + 1, k)), []) for t in range(k - 2, -1, -1)]
     return specs
@@ -196,7 +205,7 @@ def row_plan(n: int, ordering: str, scale: float, dtype, rc: int, kind: str = "r
     if kind == "cols":
         specs = _column_specs(k, ordering)
     elif ordering == "natural":
-        specs = _natural_specs(k)
+        specs = _natural_specs(k, rc == 1 and k >= 2)
     else:
         rows_first = k < 2 or rc >= blocks[-2]
         specs = _reversed_specs(k, rows_first, ordering == "sequency", kind == "parity")
