@@ -106,8 +106,9 @@ def _make_pass(src, dst, sizes, lin, lout, t, partner, twists, block):
 def _natural_specs(k, rotate):
     """(t, lin, lout, partner, twists) per pass for the natural order.
 
-    Many rows per chunk: the layout is kept (the innermost digit first, one
-    product for the chunk).  One row: each pass transforms the outermost digit and
+    Many rows per chunk: the layout is kept, the outer digits first (one product
+    per row), the innermost last (one product for the chunk, whose output goes to
+    memory as one stream).  One row: each pass transforms the outermost digit and
     moves it behind the others (products of the whole row), ``K`` rotations
     restoring the order.
     """
@@ -115,8 +116,8 @@ def _natural_specs(k, rotate):
     if rotate:
         return [(t, ["r", *range(t, k), *range(t)], ["r", *range(t + 1, k), *range(t + 1)],
                  (*range(t + 1, k), *range(t)), []) for t in range(k)]
-    specs = [(k - 1, lay, lay, tuple(lay[:-1]), [])]
-    specs += [(t, lay, lay, tuple(range(t + 1, k)), []) for t in range(k - 2, -1, -1)]
+    specs = [(t, lay, lay, tuple(range(t + 1, k)), []) for t in range(k - 1)]
+    specs.append((k - 1, lay, lay, tuple(lay[:-1]), []))  # one product, written as one stream
     return specs
 
 
