@@ -72,6 +72,7 @@ def plan(n: int, ordering: str, scale: float, dtype) -> DensePlan | FactoredPlan
 
 
 def _view(buf, shape, perm):
+    """``buf`` reshaped (by splitting and merging axes that allow it without a copy) and transposed."""
     return buf.reshape(shape).transpose(perm)
 
 
@@ -100,7 +101,11 @@ def _scratch(passes, size, dtype):
 
 
 def _run_passes(passes, bound, src, dst):
-    """Apply ``passes`` to one chunk (``src`` and ``dst`` C-contiguous, ``dst`` may be ``src``)."""
+    """Apply ``passes`` to one chunk; ``dst`` may be ``src``.
+
+    ``src`` and ``dst`` are C-contiguous chunks of rows, or the strided column blocks
+    of :func:`_columns`, whose plans only split their axes (no reshape copies).
+    """
     for p, (x, o) in zip(passes, bound, strict=True):
         if x is None:
             x = _view(src, p.in_shape, p.in_perm)

@@ -8,7 +8,8 @@ product is a BLAS call (stacked over the remaining *batch* axes) whose operand
 has unit stride either along ``T`` or along a *partner* run of axes ``P`` that
 is contiguous in both layouts.
 
-The natural order keeps the layout.  The sequency and dyadic orders need the
+The natural order keeps the layout (or, with one row per chunk, rotates the
+digits back into place).  The sequency and dyadic orders need the
 digits of the output index reversed (``s = S_{K-1} ... S_0``): the passes move
 each transformed digit behind the previous ones, so the permutation costs no
 pass of its own.  Per digit the block is the ordered Walsh matrix of size ``d``;
@@ -208,6 +209,8 @@ def row_plan(n: int, ordering: str, scale: float, dtype, rc: int, kind: str = "r
     elif ordering == "natural":
         specs = _natural_specs(k, rc == 1 and k >= 2)
     else:
+        assert kind != "parity" or (k >= 2 and rc % 2 == 0), (n, rc, kind)
+        # pair the rows with the innermost digit when there are at least as many as the next digit's size
         rows_first = k < 2 or rc >= blocks[-2]
         specs = _reversed_specs(k, rows_first, ordering == "sequency", kind == "parity")
     bufs = [SRC] + [S1 if i % 2 == 0 else S2 for i in range(k - 1)] + [DST]
