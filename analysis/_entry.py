@@ -24,14 +24,6 @@ EXIT_INTERRUPTED = 130
 _MESSAGE = "lbp: interrupted\n"
 
 
-def _exit_now(signum, frame):  # pragma: no cover - runs in the signal handler of a process that is leaving
-    """A second Ctrl-C while the first is reported, or one after the run: leave at once, without a traceback."""
-    import os  # noqa: PLC0415 - loaded long before; kept off the module's top (see the module docstring)
-
-    os.write(2, _MESSAGE.encode())
-    os._exit(EXIT_INTERRUPTED)
-
-
 def _is_interrupt(exc) -> bool:
     """Whether ``exc`` is a KeyboardInterrupt, or was caused by one (an extension's failed initialization)."""
     seen = set()
@@ -41,6 +33,42 @@ def _is_interrupt(exc) -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _ignore_interrupts():
+    """Ignore SIGINT from here to the process's end.
+
+    Called by :func:`console` once the run has finished: every output is in
+    place, so a late Ctrl-C must neither print a traceback nor end the process
+    by the signal.  Ignoring (rather than blocking, which holds for one thread
+    only) covers every thread, and the interpreter's finalization keeps an
+    ignored signal ignored where it restores the default action of a handled one.
+    """
+    import signal  # noqa: PLC0415 - a builtin module, loaded at start-up
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(argv, finished):
+    """Run :func:`analysis.cli.main`, call ``finished()`` inside the handler, report Ctrl-C."""
+    try:
+        from .cli import main as run  # noqa: PLC0415 - inside the handler: Ctrl-C during the imports is caught
+
+        status = run(argv)
+        finished()
+        return status
+    except BaseException as exc:
+        if not _is_interrupt(exc):
+            raise
+        import signal  # noqa: PLC0415 - a builtin module, loaded at start-up
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while this line is written
+        try:
+            sys.stderr.write(_MESSAGE)
+            sys.stderr.flush()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return EXIT_INTERRUPTED
 
 
 def main(argv=None) -> int:
@@ -63,22 +91,7 @@ def main(argv=None) -> int:
     usage: lbp ...
     0
     """
-    try:
-        from .cli import main as run  # noqa: PLC0415 - inside the handler: Ctrl-C during the imports is caught
-
-        return run(argv)
-    except BaseException as exc:
-        if not _is_interrupt(exc):
-            raise
-        import signal  # noqa: PLC0415 - a builtin module, loaded at start-up
-
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while this line is written
-        try:
-            sys.stderr.write(_MESSAGE)
-            sys.stderr.flush()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        return EXIT_INTERRUPTED
+    return _run(argv, lambda: None)
 
 
 def console() -> int:
@@ -87,8 +100,9 @@ def console() -> int:
     After Ctrl-C the process leaves at once (``os._exit(130)``, the standard
     streams flushed): everything the run created was already removed, and an
     extension whose initialization was interrupted could crash the
-    interpreter's finalization.  Otherwise a Ctrl-C while the process exits
-    leaves it at once too, with the same line and status.
+    interpreter's finalization.  Once the run has finished, SIGINT is ignored
+    until the process ends (the outputs are complete; the exit status is the
+    run's).
 
     Returns
     -------
@@ -101,12 +115,10 @@ def console() -> int:
     >>> callable(console)
     True
     """
-    status = main()
-    import os  # noqa: PLC0415 - loaded long before
-    import signal  # noqa: PLC0415 - loaded long before
-
-    signal.signal(signal.SIGINT, _exit_now)  # the process is leaving: a late Ctrl-C must not print a traceback
+    status = _run(None, _ignore_interrupts)
     if status == EXIT_INTERRUPTED:
+        import os  # noqa: PLC0415 - loaded long before
+
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -53,8 +53,9 @@ for step in $STEPS; do
       timeout "$(left 150)" "$PY" -m analysis bench --device gpu --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.log" 2>&1 ;;
     kbench)   # the kernels against copies of the same bytes
       timeout "$(left 100)" "$PY" benchmarks/cuda_kernels.py --out "$OUT/cuda_kernels.json" > "$OUT/cuda_kernels.log" 2>&1 ;;
-    profile)  # where the GPU LBP backward spends its time
-      timeout "$(left 45)" "$PY" benchmarks/gpu_profile.py > "$OUT/profile_gpu.log" 2>&1 ;;
+    profile)  # where the GPU LBP backward spends its time (CuPy, then through lbpcore.torch)
+      timeout "$(left 45)" "$PY" benchmarks/gpu_profile.py > "$OUT/profile_gpu.log" 2>&1
+      timeout "$(left 40)" "$PY" benchmarks/torch_gpu_profile.py >> "$OUT/profile_gpu.log" 2>&1 ;;
     *) echo "unknown step $step" >> "$OUT/summary.txt"; continue ;;
   esac
   rc=$?

@@ -11,13 +11,15 @@ releases the GIL inside BLAS).
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
 
-__all__ = ["MNK_SINGLE", "matmul", "parallel"]
+__all__ = ["MNK_SINGLE", "matmul", "parallel", "parallel_dynamic"]
 
 #: Largest ``m * n * k`` (exclusive) that OpenBLAS computes on the calling thread.
 MNK_SINGLE = 1 << 19
@@ -99,5 +101,42 @@ def parallel(work, count: int, nbytes: int, min_bytes: int) -> None:
     bounds = [count * t // k for t in range(k + 1)]
     futures = [_pool().submit(work, bounds[t], bounds[t + 1]) for t in range(1, k)]
     work(bounds[0], bounds[1])
+    for f in futures:
+        f.result()
+
+
+def parallel_dynamic(work, count: int, nbytes: int, min_bytes: int) -> None:
+    """Like :func:`parallel`, but the threads take the items one at a time from a shared counter.
+
+    Parameters
+    ----------
+    work : callable
+        ``work(items)`` processes every index that the iterable ``items`` yields (it
+        may set up per-thread scratch first); its BLAS calls must be single-threaded.
+    count, nbytes, min_bytes : int
+        As for :func:`parallel`.
+
+    Notes
+    -----
+    On a machine shared with other processes a thread may wait for a core; with
+    a static split the call then lasts as long as the slowest thread's share,
+    while here the other threads take over the remaining items.
+    """
+    if count < 2 or nbytes < min_bytes or _workers() < 2:
+        work(range(count))
+        return
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def items():
+        while True:
+            with lock:
+                c = next(counter)
+            if c >= count:
+                return
+            yield c
+
+    futures = [_pool().submit(work, items()) for _ in range(min(_workers(), count) - 1)]
+    work(items())
     for f in futures:
         f.result()

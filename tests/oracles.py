@@ -74,6 +74,37 @@ def fwht_oracle(x, axis=-1, ordering="sequency", norm="backward", inverse=False)
     return np.moveaxis(moved @ m.T, -1, axis)
 
 
+def natural_index(s: int, bits: int, ordering: str) -> int:
+    """Natural-order row of the ``ordering``-ordered row ``s``: ``bitrev(gray(s))`` (sequency), ``bitrev(s)`` (dyadic).
+
+    Row ``k`` of Sylvester's matrix has ``gray^{-1}(bitrev(k))`` sign changes, so
+    this is the sign-change sort of :func:`walsh_oracle` without the dense matrix.
+    """
+    if ordering == "natural":
+        return s
+    if ordering == "sequency":
+        s ^= s >> 1
+    return bit_reverse(s, bits)
+
+
+def fwht_butterfly_oracle(x, ordering="sequency", scale=1.0):
+    """Radix-2 butterflies along the last axis in float64, reordered by :func:`natural_index`.
+
+    For lengths whose dense matrix would not fit (an ``O(n log n)`` oracle).
+    """
+    y = np.array(x, dtype=np.float64)
+    shape = y.shape
+    n = shape[-1]
+    h = 1
+    while h < n:
+        v = y.reshape(shape[:-1] + (n // (2 * h), 2, h))
+        y = np.stack([v[..., 0, :] + v[..., 1, :], v[..., 0, :] - v[..., 1, :]], axis=-2).reshape(shape)
+        h *= 2
+    bits = n.bit_length() - 1
+    idx = np.array([natural_index(s, bits, ordering) for s in range(n)], dtype=np.int64)
+    return y[..., idx] * scale
+
+
 def pad_widths(size: int, n: int) -> tuple[int, int]:
     """(before, after) padding of one grid axis of length ``size`` (SPEC 4)."""
     total = -(-size // n) * n - size

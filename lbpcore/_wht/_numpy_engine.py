@@ -1,32 +1,39 @@
 """NumPy engine of the Walsh–Hadamard transform.
 
 Lengths up to :data:`DENSE_MAX` are one product with the ordered, scaled
-matrix.  Longer ones are factored into Hadamard blocks of at most 16 (``2 * 16``
-flops per element per stage), applied by matrix products to chunks that fit the
-L2 cache, with every BLAS call below OpenBLAS' multithreading threshold
-(:mod:`lbpcore._blas`) and the chunks spread over a few Python threads; the
-sequency and dyadic orders are a gather at the end.
+matrix.  Longer ones are factored into Hadamard blocks of at most 16, applied by
+matrix products to chunks that fit the L2 cache, with every BLAS call below
+OpenBLAS' multithreading threshold (:mod:`lbpcore._blas`) and the chunks spread
+over a few Python threads.  Along rows the passes of :mod:`._passes` also put the
+digits of the sequency and dyadic orders in place; along other axes (columns) the
+order is a gather of whole rows when the chunk is written back.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
-from .._blas import MNK_SINGLE, parallel
+from .._blas import MNK_SINGLE, parallel, parallel_dynamic
+from ._passes import BLOCK, DST, SRC, row_plan
 from ._walsh import NORMS, ORDERINGS, natural_hadamard, norm_scale, ordered_hadamard, permutation, split_blocks
 
 __all__ = ["DENSE_MAX", "FLOATS", "plan", "transform"]
 
 #: Lengths up to this use one dense (ordered, scaled) product.
 DENSE_MAX = 64
-#: Largest Hadamard block of the factored transform.
-_BLOCK = 16
 #: Elements per chunk: the scratch of one chunk stays in the L2 cache.
 _CHUNK_ELEMS = 1 << 15
+#: Longest rows (bytes) transformed a chunk at a time; longer ones take two steps (:func:`_long`).
+_ROW_BYTES = 1 << 18
+#: Length of the columns of the two-step transform of longer rows (at least; measured best).
+_LONG_COLUMNS = 64
+#: Plans whose scratch buffers a thread keeps between calls.
+_SCRATCH_PLANS = 4
 #: Smallest array (bytes) whose chunks are spread over threads.
 _PARALLEL_MIN_BYTES = 1 << 20
 #: The dtypes this engine computes in.
@@ -40,7 +47,7 @@ class DensePlan(NamedTuple):
 
 
 class FactoredPlan(NamedTuple):
-    """Kronecker factors: natural Hadamard blocks (the last one scaled), then a gather."""
+    """Kronecker factors along columns: natural Hadamard blocks (the last one scaled), then a gather."""
 
     blocks: tuple  # block sizes, larger last
     mats: tuple  # (b, b) natural Hadamard matrices
@@ -54,7 +61,7 @@ def plan(n: int, ordering: str, scale: float, dtype) -> DensePlan | FactoredPlan
         m = np.ascontiguousarray((ordered_hadamard(n, ordering) * scale).T, dtype=dtype)
         m.flags.writeable = False
         return DensePlan(m)
-    blocks = split_blocks(n, _BLOCK)
+    blocks = split_blocks(n, BLOCK)
     mats = [np.ascontiguousarray(natural_hadamard(b) * (scale if t == len(blocks) - 1 else 1.0), dtype=dtype)
             for t, b in enumerate(blocks)]
     perm = None if ordering == "natural" else np.ascontiguousarray(permutation(n, ordering))
@@ -64,51 +71,78 @@ def plan(n: int, ordering: str, scale: float, dtype) -> DensePlan | FactoredPlan
     return FactoredPlan(tuple(blocks), tuple(mats), perm)
 
 
-def _rows_chunk(src, dst, fplan: FactoredPlan, a, b, bufs):
-    """Transform rows ``src[a:b]`` (2D, unit stride along the rows) into ``dst[a:b]``.
+def _view(buf, shape, perm):
+    """``buf`` reshaped (by splitting and merging axes that allow it without a copy) and transposed."""
+    return buf.reshape(shape).transpose(perm)
 
-    ``bufs``: two scratch vectors of at least ``(b - a) * n`` elements.
+
+def _bind(passes, bufs):
+    """Per pass the (input, output) views that lie in the scratch ``bufs`` (None for the chunk's own)."""
+    return [
+        (None if p.src == SRC else _view(bufs[p.src - 1], p.in_shape, p.in_perm),
+         None if p.dst == DST else _view(bufs[p.dst - 1], p.out_shape, p.out_perm))
+        for p in passes
+    ]
+
+
+_local = threading.local()
+
+
+def _scratch(passes, size, dtype):
+    """Views of two scratch buffers of ``size`` for ``passes``, kept per thread for the next call (a few plans)."""
+    cache = _local.__dict__.setdefault("scratch", {})
+    got = cache.get(id(passes))
+    if got is None or got[0] is not passes:
+        if len(cache) >= _SCRATCH_PLANS:
+            cache.clear()
+        bufs = (np.empty(size, dtype=dtype), np.empty(size, dtype=dtype))
+        got = cache[id(passes)] = (passes, _bind(passes, bufs))
+    return got[1]
+
+
+def _run_passes(passes, bound, src, dst):
+    """Apply ``passes`` to one chunk; ``dst`` may be ``src``.
+
+    ``src`` and ``dst`` are C-contiguous chunks of rows, or the strided column blocks
+    of :func:`_columns`, whose plans only split their axes (no reshape copies).
     """
-    blocks, mats, perm = fplan
-    rc = b - a
-    n = src.shape[1]
-    k = len(blocks)
-    last = blocks[-1]
-    cur, other = bufs[0][: rc * n], bufs[1][: rc * n]
-    if k == 1 and perm is None:
-        np.matmul(src[a:b].reshape(rc * n // last, last), mats[-1], out=dst[a:b].reshape(rc * n // last, last))
-        return
-    # innermost digit: one right product on the rows
-    np.matmul(src[a:b].reshape(rc * n // last, last), mats[-1], out=cur.reshape(rc * n // last, last))
-    post = last
-    for t in range(k - 2, -1, -1):
-        bt = blocks[t]
-        pre = rc * n // (bt * post)
-        if t == 0 and perm is None:
-            np.matmul(mats[t], cur.reshape(pre, bt, post), out=dst[a:b].reshape(pre, bt, post))
-            return
-        np.matmul(mats[t], cur.reshape(pre, bt, post), out=other.reshape(pre, bt, post))
-        cur, other = other, cur
-        post *= bt
-    np.take(cur.reshape(rc, n), perm, axis=1, out=dst[a:b], mode="clip")
+    for p, (x, o) in zip(passes, bound, strict=True):
+        if x is None:
+            x = _view(src, p.in_shape, p.in_perm)
+        if o is None:
+            o = _view(dst, p.out_shape, p.out_perm)
+        if p.right:
+            np.matmul(x, p.op, out=o)
+        else:
+            np.matmul(p.op, x, out=o)
 
 
-def _rows(src, dst, rplan):
-    """Transform every row of the 2D ``src`` into ``dst`` (may be ``src``)."""
-    rows, n = src.shape
-    if isinstance(rplan, DensePlan):
-        np.matmul(src, rplan.matrix, out=dst)  # one product with the ordered, scaled matrix
+def _rows(src, dst, n, ordering, scale, kind="rows"):
+    """Transform every row of the 2D ``src`` (``(rows, n)``) into ``dst`` (may be ``src``).
+
+    ``kind="parity"``: odd rows transformed reversed (sequency; see :func:`._passes.row_plan`).
+    """
+    rows = src.shape[0]
+    if n <= DENSE_MAX:
+        np.matmul(src, plan(n, ordering, scale, dst.dtype).matrix, out=dst)  # one product
         return
-    rc = max(1, min(_CHUNK_ELEMS, (MNK_SINGLE - 1) // rplan.blocks[-1]) // n)
-    rc = min(rc, rows)
+    # rows per chunk: the chunk stays in the L2 cache and no product reaches OpenBLAS' threading threshold
+    rc = max(1, min(rows, _CHUNK_ELEMS // n, (MNK_SINGLE - 1) // (n * BLOCK)))
+    if kind == "parity" and rc > 1:
+        rc -= rc % 2  # whole pairs of rows (rows is even)
     chunks = -(-rows // rc)
+    dtype = dst.dtype
+    # one row per chunk: the parity is the chunk's
+    kinds = ("rows", "odd") if kind == "parity" and rc == 1 else (kind, kind)
 
-    def work(c0, c1):
-        bufs = (np.empty(rc * n, dtype=dst.dtype), np.empty(rc * n, dtype=dst.dtype))
-        for c in range(c0, c1):
-            _rows_chunk(src, dst, rplan, c * rc, min(rows, c * rc + rc), bufs)
+    def work(items):
+        for c in items:
+            a = c * rc
+            b = min(rows, a + rc)
+            passes = row_plan(n, ordering, scale, dtype, b - a, kinds[c % 2])
+            _run_passes(passes, _scratch(passes, (b - a) * n, dtype), src[a:b], dst[a:b])
 
-    parallel(work, chunks, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
+    parallel_dynamic(work, chunks, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
 
 
 def _cols(src, dst, n, ordering, scale):
@@ -150,26 +184,58 @@ def _cols(src, dst, n, ordering, scale):
     parallel(work, total, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
 
 
+def _columns(src, dst, a, ordering, scale):
+    """Transform along axis 1 of ``src`` ``(pre, a, b)`` by blocks of columns, read where they lie.
+
+    ``dst``: ``(pre, a, b)`` for the natural order (may be ``src``), else ``(pre, b, a)``
+    (each block written transposed, so that the column digits come last).
+    """
+    pre, _, b = src.shape
+    w = max(1, min(b, _CHUNK_ELEMS // a))
+    per = b // w
+    dtype = dst.dtype
+
+    def work(items):
+        passes = row_plan(a, ordering, scale, dtype, w, "cols")
+        bound = _scratch(passes, a * w, dtype)
+        for c in items:
+            i, j = divmod(c, per)
+            j0 = j * w
+            out = dst[i, :, j0 : j0 + w] if ordering == "natural" else dst[i, j0 : j0 + w]
+            _run_passes(passes, bound, src[i, :, j0 : j0 + w], out)
+
+    parallel_dynamic(work, pre * per, src.size * src.itemsize, _PARALLEL_MIN_BYTES)
+
+
+def _long(src, dst, n, ordering, scale):
+    """Rows too long for one chunk: the rows of length ``b`` of ``(pre, a, b)`` views, then their columns.
+
+    The sequency and dyadic orders put the digits of ``b`` first: the columns go
+    transposed into a ``(pre, b, a)`` view of ``dst`` (through a temporary), and
+    the sequency sign between the two halves is the reversal of odd rows.
+    """
+    pre = src.shape[0]
+    # long rows, short columns: the column blocks are wide (``_CHUNK_ELEMS / a`` columns)
+    b = min(n // _LONG_COLUMNS, _ROW_BYTES // src.itemsize)
+    a = n // b
+    if ordering == "natural":
+        _rows(src.reshape(pre * a, b), dst.reshape(pre * a, b), b, ordering, 1.0)
+        _columns(dst.reshape(pre, a, b), dst.reshape(pre, a, b), a, ordering, scale)
+        return
+    tmp = np.empty((pre * a, b), dtype=dst.dtype)
+    _rows(src.reshape(pre * a, b), tmp, b, ordering, 1.0, "parity" if ordering == "sequency" else "rows")
+    _columns(tmp.reshape(pre, a, b), dst.reshape(pre, b, a), a, ordering, scale)
+
+
 def _transform_axis(x3, out3, ordering, scale):
     """Transform along axis 1 of ``(pre, n, post)`` views; ``out3`` may alias ``x3`` exactly."""
     pre, n, post = x3.shape
     if post > 1:
         _cols(x3, out3, n, ordering, scale)
-        return
-    src = x3.reshape(pre, n)
-    dst = out3.reshape(pre, n)
-    if pre == 1 and n > _CHUNK_ELEMS:
-        # one long vector: rows of length b, then the columns of the (a, b) view
-        m = n.bit_length() - 1
-        b = 1 << (m - m // 2)
-        a = n // b
-        _rows(src.reshape(a, b), dst.reshape(a, b), plan(b, "natural", scale, dst.dtype))
-        _cols(dst.reshape(1, a, b), dst.reshape(1, a, b), a, "natural", 1.0)
-        if ordering != "natural":
-            perm = plan(n, ordering, 1.0, dst.dtype).perm
-            dst[0] = np.take(dst[0], perm, mode="clip")
-        return
-    _rows(src, dst, plan(n, ordering, scale, dst.dtype))
+    elif n * x3.itemsize <= _ROW_BYTES:
+        _rows(x3.reshape(pre, n), out3.reshape(pre, n), n, ordering, scale)
+    else:
+        _long(x3.reshape(pre, n), out3.reshape(pre, n), n, ordering, scale)
 
 
 def transform(x, axes, ordering, norm, inverse, out):
