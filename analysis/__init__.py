@@ -17,11 +17,14 @@ The package builds on :mod:`lbpcore` (which never imports it):
 * :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` (on the
   built-in workload or on a capture) and the other ``lbp`` subcommands;
 * :mod:`analysis.io` and :mod:`analysis.progress` – atomic files, JSON,
-  tables, checked array input, progress bars.
+  tables, checked array input, progress bars;
+* :mod:`analysis.sources`, :mod:`analysis.shards`, :mod:`analysis.stream` and
+  :mod:`analysis.budget` – data larger than memory: shards and Zarr stores
+  read and written chunk by chunk, reductions over chunks with Dask.
 
 Importing :mod:`analysis` imports nothing else: each name below is loaded on
 first use (so the ``lbp`` command can catch Ctrl-C from its first moment), and
-matplotlib only when a plotting function is called.
+matplotlib, Dask and Zarr only when a function that needs them is called.
 
 Examples
 --------
@@ -44,6 +47,7 @@ _SOURCES = {
     "cosine": "metrics", "relative_error": "metrics",
     "plot_energy_curves": "plots", "plot_error_curves": "plots", "plot_layer_bars": "plots", "plot_spectrum": "plots",
     "progress_bar": "progress",
+    "save_shards": "shards", "open_source": "sources",
     "ReportConfig": "report", "ReportResult": "report", "build_report": "report",
     "SpectrumAccumulator": "spectrum", "SpectrumResult": "spectrum", "energy_curves": "spectrum",
     "energy_kept": "spectrum", "energy_maps": "spectrum",
@@ -101,4 +105,7 @@ __all__ = [
     "load_array",
     "DataError",
     "progress_bar",
+    # data larger than memory
+    "open_source",
+    "save_shards",
 ]

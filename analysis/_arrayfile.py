@@ -21,7 +21,7 @@ import numpy as np
 
 from lbpcore import _validation
 
-__all__ = ["ArrayHeader", "DataError", "read_header", "read_npy", "read_npz"]
+__all__ = ["ArrayHeader", "DataError", "read_header", "read_npy", "read_npz", "npz_member"]
 
 #: Dtype kinds an analysis accepts: bool, signed and unsigned integers, floating.
 REAL_KINDS = "biuf"
@@ -160,6 +160,25 @@ def read_npy(path, *, mmap: bool = False) -> np.ndarray:
         raise DataError(f"{where}: cannot read as .npy: {_first_line(exc)}") from None
 
 
+def npz_member(zf, key, where) -> tuple[str, zipfile.ZipInfo]:
+    """The member of an open ``.npz`` archive that ``key`` names (without ``.npy``): ``(key, info)``.
+
+    ``key`` may be None when the archive holds exactly one member; a missing
+    or ambiguous key is a :class:`DataError` that lists the members.
+    """
+    infos = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i
+             for i in zf.infolist() if not i.is_dir()}
+    keys = sorted(infos)
+    if key is None:
+        if len(keys) != 1:
+            listed = ", ".join(keys) if keys else "none"
+            raise DataError(f"{where}: holds {len(keys)} arrays ({listed}); choose one with a key")
+        key = keys[0]
+    elif key not in infos:
+        raise DataError(f"{where}: no array {key!r} (it has: {', '.join(keys) or 'nothing'})")
+    return key, infos[key]
+
+
 def read_npz(path, key=None) -> tuple[str, np.ndarray]:
     """One array of the ``.npz`` archive ``path``: ``(key, array)``, each member's header checked first.
 
@@ -171,17 +190,7 @@ def read_npz(path, key=None) -> tuple[str, np.ndarray]:
     where = str(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            infos = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i
-                     for i in zf.infolist() if not i.is_dir()}
-            keys = sorted(infos)
-            if key is None:
-                if len(keys) != 1:
-                    listed = ", ".join(keys) if keys else "none"
-                    raise DataError(f"{where}: holds {len(keys)} arrays ({listed}); choose one with a key")
-                key = keys[0]
-            elif key not in infos:
-                raise DataError(f"{where}: no array {key!r} (it has: {', '.join(keys) or 'nothing'})")
-            info = infos[key]
+            key, info = npz_member(zf, key, where)
             member = f"{where}: member {info.filename!r}"
             with zf.open(info) as fh:
                 header = read_header(fh, info.file_size, member)

@@ -15,7 +15,7 @@ import numpy as np
 
 import lbpcore
 
-from .spectrum import full_basis
+from .coefficients import full_basis
 
 __all__ = ["dct_matrix", "dct_basis", "walsh_basis", "klt_basis", "top_eigenvectors", "random_basis"]
 

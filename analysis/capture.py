@@ -4,15 +4,21 @@
 :class:`Capture`: per layer the exact input ``x``, ``weight`` and output gradient
 ``grad_y``.  :meth:`Capture.save` streams it into one ``.npz`` archive, layer by
 layer (``<layer>/x``, ``<layer>/weight``, ``<layer>/grad_y``, plus ``grid`` and
-``extra_tokens``); :func:`load_capture` is the one reader: it returns the same
-:class:`Capture` whose arrays load only when used.  ``lbp spectrum``, ``lbp error``
-and ``lbp report --capture`` read captures through it.
+``extra_tokens``); :class:`analysis.capture_writer.CaptureWriter` writes the
+captures of many steps into a directory of ``.npy`` shards instead, step by step,
+so that a capture never has to fit in memory.  :func:`load_capture` is the one
+reader of both: it returns the same :class:`Capture` whose arrays load only when
+used (a sharded capture's ``x`` and ``grad_y`` as
+:class:`~analysis.sources.BatchSource` objects, which the analyses stream).
+``lbp spectrum``, ``lbp error`` and ``lbp report --capture`` read captures
+through it.
 
 Importing this module does not import PyTorch; :func:`capture` does.
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -25,11 +31,14 @@ from lbpcore._validation import check_grid, check_int
 
 from ._arrayfile import read_header
 from .io import DataError, atomic_write_bytes, load_array
+from .sources import open_source
 
-__all__ = ["FIELDS", "Capture", "CapturedLayer", "capture", "load_capture"]
+__all__ = ["FIELDS", "MANIFEST", "Capture", "CapturedLayer", "capture", "load_capture"]
 
 #: The arrays of each layer in a capture.
 FIELDS = ("x", "weight", "grad_y")
+#: The file of a sharded capture directory that lists its layers, grid and extra tokens.
+MANIFEST = "capture.json"
 
 
 @dataclass(frozen=True)
@@ -278,13 +287,19 @@ def load_capture(path) -> Capture:
     path : str or os.PathLike
         A ``.npz`` archive with ``<layer>/x``, ``<layer>/weight`` and
         ``<layer>/grad_y`` for each layer (and optionally ``grid`` and
-        ``extra_tokens``).
+        ``extra_tokens``), or a directory written by
+        :class:`analysis.capture_writer.CaptureWriter` (:data:`MANIFEST` and
+        ``<layer>/<array>/`` shards).
 
     Returns
     -------
     Capture
         Layers in the archive's order; each array is read and checked
-        (:func:`analysis.io.load_array`: numeric, finite) when first used.
+        (:func:`analysis.io.load_array`: numeric, finite) when first used.  For
+        a directory, ``x`` and ``grad_y`` are
+        :class:`~analysis.sources.BatchSource` objects (read chunk by chunk
+        by the analyses, whole by :func:`numpy.asarray`) and ``weight`` an
+        array.
 
     Raises
     ------
@@ -305,6 +320,8 @@ def load_capture(path) -> Capture:
     (['fc1'], (4, 4), (4, 3))
     """
     path = Path(path)
+    if path.is_dir():
+        return _load_sharded(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     shapes = _headers(path)
@@ -330,6 +347,31 @@ def load_capture(path) -> Capture:
 
         layer_shapes = {f: shapes[f"{name}/{f}"] for f in FIELDS}
         layers[name] = CapturedLayer.lazy(name, layer_shapes, load, grid=grid, extra_tokens=e)
+    return Capture(layers, grid, e, str(path))
+
+
+def _load_sharded(path: Path) -> Capture:
+    """A capture directory: its manifest, then every array's shard headers (:func:`~analysis.sources.open_source`)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        names = [str(n) for n in manifest["layers"]]
+        grid = None if manifest.get("grid") is None else check_grid(tuple(manifest["grid"]))
+        e = check_int(manifest.get("extra_tokens", 0), "extra_tokens", minimum=0)
+    except FileNotFoundError:
+        raise DataError(f"{path}: a directory without {MANIFEST}: not a sharded capture (or not complete)") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise DataError(f"{path}/{MANIFEST}: not a capture manifest: {exc}") from None
+    if not names:
+        raise DataError(f"{path}: holds no captured layer")
+    layers = {}
+    for name in names:
+        sources = {f: open_source(path, f"{name}/{f}") for f in FIELDS}
+
+        def load(f, sources=sources):
+            return sources[f].read() if f == "weight" else sources[f]
+
+        shapes = {f: tuple(src.shape) for f, src in sources.items()}
+        layers[name] = CapturedLayer.lazy(name, shapes, load, grid=grid, extra_tokens=e)
     return Capture(layers, grid, e, str(path))
 
 

@@ -3,16 +3,24 @@
 Subcommands (``lbp COMMAND --help`` for the options)::
 
     lbp report   [--out DIR] [--quick] [--subset LAYERS ...] [--quiet]
-                 [--capture FILE [--grid HxW] [--extra-tokens E]]
+                 [--capture FILE [--grid HxW] [--extra-tokens E] [--memory SIZE] [--scheduler ADDRESS]]
     lbp spectrum FILE --grid HxW [--patch N] [--extra-tokens E] [--layout tokens|nchw]
-                 [--key NAME | --layer NAME] [--pad MODE] --out DIR
-    lbp error    FILE.npz --grid HxW --bases SPEC [--patch N] [--extra-tokens E] [--layer NAME]
-                 [--layout tokens|nchw] [--pad MODE] [--baselines LIST] --out DIR
+                 [--key NAME | --layer NAME] [--pad MODE] [--memory SIZE] [--scheduler ADDRESS] --out DIR
+    lbp error    FILE --grid HxW --bases SPEC [--patch N] [--extra-tokens E] [--layer NAME]
+                 [--layout tokens|nchw] [--pad MODE] [--baselines LIST]
+                 [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp bench    [--quick] [--json FILE] [--device cpu|gpu]
 
-``--layer NAME`` reads one layer of a capture file (:mod:`analysis.capture`):
-its ``grad_y`` for ``spectrum``, its ``x``, ``weight`` and ``grad_y`` for
-``error``; the grid, extra tokens and layout default to the capture's.
+``FILE`` of ``spectrum`` and ``error`` may also be a directory or glob of
+``.npy`` shards or a Zarr store (:func:`analysis.sources.open_source`); data
+larger than the ``--memory`` budget are streamed in batch chunks with Dask
+(:doc:`/large_data`), on a cluster with ``--scheduler`` (default
+``$DASK_SCHEDULER_ADDRESS``).
+
+``--layer NAME`` reads one layer of a capture (:mod:`analysis.capture`, a
+``.npz`` file or a directory of shards): its ``grad_y`` for ``spectrum``, its
+``x``, ``weight`` and ``grad_y`` for ``error``; the grid, extra tokens and
+layout default to the capture's.
 
 Exit status: 0 on success; 2 on a usage error (bad option or value, printed by
 :mod:`argparse` with the usage and the option's name); 1 on bad data (missing,
@@ -50,11 +58,13 @@ from lbpcore._validation import check_choice, check_grid, check_int, check_patch
 
 from . import bench
 from ._outdir import check_output_dir, check_output_file, path_option
+from .budget import parse_memory
 from .capture import load_capture
 from .errors import BASELINES, gradient_errors
-from .io import DataError, figure_bytes, json_text, load_array, text_table, to_jsonable, write_files
+from .io import DataError, figure_bytes, json_text, text_table, to_jsonable, write_files
 from .plots import plot_energy_curves, plot_spectrum
 from .report import ReportConfig, build_report
+from .sources import open_source
 from .spectrum import energy_curves, energy_kept, energy_maps
 
 __all__ = ["main", "build_parser", "parse_grid"]
@@ -115,6 +125,13 @@ def _integer_option(check):
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
+
+
+def _memory_size(text):
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _EXTRA_TOKENS = _integer_option(lambda v: check_int(v, "extra_tokens", minimum=0))
@@ -199,8 +216,19 @@ def _add_data_command(sub, name, func, *, file, with_key, layer_help, bases, **t
     p.add_argument("--out", required=True, type=path_option, metavar="DIR",
                    help="output directory (created if missing; files of yours in it are kept)")
     p.add_argument("--bases", metavar="SPEC", **bases)
+    _add_stream_options(p)
     p.set_defaults(func=func, subparser=p)
     return p
+
+
+def _add_stream_options(p, when=""):
+    """``--memory`` and ``--scheduler``: how data larger than memory are streamed (:mod:`analysis.stream`)."""
+    p.add_argument("--memory", type=_memory_size, metavar="SIZE",
+                   help=f"{when}memory budget, e.g. 512MB or 2GiB: larger data are streamed in batch chunks with "
+                        "Dask (default: a quarter of the available memory)")
+    p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None, metavar="ADDRESS",
+                   help=f"{when}run on this dask.distributed scheduler, e.g. tcp://host:8786 "
+                        "(default $DASK_SCHEDULER_ADDRESS, else the local threaded scheduler)")
 
 
 def build_parser():
@@ -237,16 +265,19 @@ def build_parser():
                         "e.g. 'blocks.3.*' or 'blocks.*.mlp.fc1,blocks.*.attn.proj' (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--capture", metavar="FILE",
-                   help="report on the layers of a capture file of your own model (analysis.capture) instead of "
-                        "the built-in workload")
+                   help="report on the layers of a capture of your own model (analysis.capture: a .npz file, or a "
+                        "directory of shards) instead of the built-in workload")
     p.add_argument("--grid", type=parse_grid, metavar="HxW",
                    help="with --capture: token grid of the layers' inputs (default: the one stored in FILE)")
     p.add_argument("--extra-tokens", type=_EXTRA_TOKENS, metavar="E",
                    help="with --capture: leading tokens outside the grid (default: the number stored in FILE)")
+    _add_stream_options(p, "with a sharded --capture: ")
     p.set_defaults(func=_cmd_report, subparser=p)
 
     _add_data_command(
-        sub, "spectrum", _cmd_spectrum, file=("FILE", ".npy file, or .npz archive (see --key, --layer)"), with_key=True,
+        sub, "spectrum", _cmd_spectrum, with_key=True,
+        file=("FILE", ".npy file, .npz archive, directory or glob of .npy shards, Zarr store, or capture "
+                      "(see --key, --layer)"),
         layer_help="the spectrum of its grad_y (use --key NAME/x for its input)",
         bases={"default": "lp_l1:6",
                "help": "selection outlined on the heatmap and reported as energy kept (default lp_l1:6)"},
@@ -255,11 +286,12 @@ def build_parser():
                     "writes spectrum.json, spectrum.png (heatmap) and energy_curve.png (energy kept versus rank).",
     )
     p = _add_data_command(
-        sub, "error", _cmd_error, file=("FILE.npz", "archive with arrays x, weight (C_out, C_in) and grad_y"),
+        sub, "error", _cmd_error,
+        file=("FILE", ".npz archive, dataset directory or Zarr group with arrays x, weight (C_out, C_in), grad_y"),
         with_key=False, layer_help="its x, weight and grad_y instead of the arrays x, weight and grad_y",
         bases={"required": True, "help": "basis selection, e.g. lp_l1:6, lp_linf:4, energy_l2:16 (ranked on grad_y)"},
         help="gradient errors of LBP-WHT and baselines on one layer",
-        description="Read x, weight and grad_y from FILE.npz, compare the LBP-WHT gradients (and rank-matched "
+        description="Read x, weight and grad_y from FILE, compare the LBP-WHT gradients (and rank-matched "
                     "baselines) with the exact ones; print a table and write error.json.",
     )
     p.add_argument("--baselines", type=_baseline_list, default=("klt", "dct", "svd", "random"), metavar="LIST",
@@ -282,12 +314,12 @@ def build_parser():
 def _cmd_spectrum(args):
     layer = _captured_layer(args)  # reads the capture's headers only: its grid is needed to check the options
     basis = _selection(args)
-    x = load_array(args.file, args.key) if layer is None else layer.grad_y
     key = args.key if layer is None else f"{args.layer}/grad_y"
+    x = open_source(args.file, key)
     spec = args.bases.strip()
     with _data_of(args.file):
         res = energy_maps(x, grid=args.grid, patch=args.patch, pad=args.pad, extra_tokens=args.extra_tokens,
-                          layout=args.layout)
+                          layout=args.layout, memory=args.memory, scheduler=args.scheduler, progress=True)
     if spec.startswith("energy"):  # rank by this array's own spectrum
         score = res.l1_map if spec.startswith("energy_l1") else res.energy_map
         basis = lbpcore.select_bases(args.patch, args.bases, calibration=score)
@@ -295,7 +327,8 @@ def _cmd_spectrum(args):
     kept = energy_kept(res, basis)
     result = res.to_dict()
     result.update({
-        "source": {"file": str(args.file), "key": key, "shape": list(x.shape), "dtype": str(x.dtype)},
+        "source": {"file": str(args.file), "key": key, "shape": list(x.shape), "dtype": str(x.dtype),
+                   "format": x.kind, "shards": len(x.shards)},
         "bases": basis.spec,
         "rank": int(basis.rank),
         "energy_kept": kept,
@@ -331,21 +364,19 @@ def _cmd_error(args):
     layer = _captured_layer(args)  # as for spectrum
     basis = _selection(args)
     path = Path(args.file)
-    if path.suffix.lower() != ".npz":
-        raise DataError(f"{args.file}: " + ("no such file" if not path.exists()
-                                            else "expected a .npz archive with arrays x, weight and grad_y"))
+    if path.suffix.lower() == ".npy" or (path.is_file() and path.suffix.lower() != ".npz"):
+        raise DataError(f"{args.file}: expected a .npz archive, dataset directory or Zarr group "
+                        "with arrays x, weight and grad_y")
     prefix = "" if layer is None else f"{args.layer}/"
-    x, weight, grad_y = (load_array(args.file, prefix + key) for key in ("x", "weight", "grad_y"))
+    x, grad_y = open_source(args.file, prefix + "x"), open_source(args.file, prefix + "grad_y")
+    weight = open_source(args.file, prefix + "weight").read()
     with _data_of(args.file):
-        if args.bases.strip().startswith("energy"):
-            # rank the bases by grad_y itself, the tensor the backward projects
-            basis = lbpcore.select_bases(args.patch, args.bases, calibration=grad_y, grid=args.grid,
-                                         extra_tokens=args.extra_tokens, pad=args.pad, layout=args.layout)
-        dtype = x.dtype if x.dtype.kind == "f" else "float64"
-        x, weight, grad_y = (a.astype(dtype, copy=False) for a in (x, weight, grad_y))
-        report = gradient_errors(x, weight, grad_y, grid=args.grid, patch=args.patch, bases=basis, pad=args.pad,
+        # energy specs rank the bases by grad_y itself, the tensor the backward projects
+        selection = args.bases if args.bases.strip().startswith("energy") else basis
+        report = gradient_errors(x, weight, grad_y, grid=args.grid, patch=args.patch, bases=selection, pad=args.pad,
                                  extra_tokens=args.extra_tokens, layout=args.layout, baselines=args.baselines,
-                                 seed=args.seed)
+                                 seed=args.seed, memory=args.memory, scheduler=args.scheduler, progress=True)
+    basis = report.selection
     report = to_jsonable(report)
     if None in (g[m] for g in _error_rows(report) for m in ("rel_error", "cosine")):
         raise DataError(f"{args.file}: the gradient errors are not finite numbers (an exact gradient is zero "
@@ -355,7 +386,8 @@ def _cmd_error(args):
                  for name, g in report.get("baselines", {}).items()}
     result = {
         "source": {"file": str(args.file), **({"layer": args.layer} if args.layer else {}), "x_shape": list(x.shape),
-                   "weight_shape": list(weight.shape), "grad_y_shape": list(grad_y.shape), "dtype": str(x.dtype)},
+                   "weight_shape": list(weight.shape), "grad_y_shape": list(grad_y.shape),
+                   "dtype": str(x.dtype if x.dtype.kind == "f" else "float64")},
         "grid": list(args.grid),
         "patch": args.patch,
         "extra_tokens": args.extra_tokens,
@@ -383,11 +415,12 @@ def _cmd_report(args):
         if args.subset:
             args.subparser.error("--subset runs the built-in workload end to end; it does not go with --capture")
         capture = load_capture(args.capture).with_grid(args.grid, args.extra_tokens)
-        result = build_report(args.out, config=config, progress=not args.quiet, capture=capture)
+        result = build_report(args.out, config=config, progress=not args.quiet, capture=capture,
+                              memory=args.memory, scheduler=args.scheduler)
         print(f"wrote {result.index}")
         return 0
-    if args.grid is not None or args.extra_tokens is not None:
-        args.subparser.error("--grid and --extra-tokens go with --capture FILE")
+    if args.grid is not None or args.extra_tokens is not None or args.memory is not None:
+        args.subparser.error("--grid, --extra-tokens and --memory go with --capture FILE")
     extra = []
     for text in args.subset:
         names = [t.strip() for t in text.split(",") if t.strip()]
@@ -456,7 +489,7 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except SystemExit as exc:  # a usage error, printed by argparse with the usage (2), or --help (0)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    except (ValueError, OSError, MemoryError) as exc:  # bad data (DataError), unwritable output...
+    except (ValueError, OSError, MemoryError, ImportError) as exc:  # bad data, unwritable output, no Dask...
         if os.environ.get("LBP_DEBUG"):
             raise
         msg = " ".join(str(exc).split()) or type(exc).__name__

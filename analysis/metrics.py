@@ -3,6 +3,9 @@
 Every number :mod:`analysis` reports about an approximation (gradient errors,
 fidelity of a whole backward pass, energy kept by a selection, the report's
 tables) is computed here, in float64, with one convention for zero arrays.
+The ``*_of_sums`` forms take the sums of squares and products that a
+computation in batch chunks adds up (:mod:`analysis.error_sums`); the array
+forms call them.
 """
 
 from __future__ import annotations
@@ -11,16 +14,42 @@ import math
 
 import numpy as np
 
-__all__ = ["relative_error", "cosine", "energy_fraction", "unit_scale"]
+__all__ = ["relative_error", "cosine", "relative_error_of_sums", "cosine_of_sums", "energy_fraction", "unit_scale",
+           "unit_exponent"]
+
+
+def unit_exponent(a) -> int:
+    """The power of two ``k`` that brings ``max|a|`` into [0.5, 1) as ``a * 2**k``.
+
+    Parameters
+    ----------
+    a : array_like
+
+    Returns
+    -------
+    int
+        0 for arrays with no finite non-zero maximum.
+
+    Examples
+    --------
+    >>> from analysis.metrics import unit_exponent
+    >>> unit_exponent([3.0, -1.0]), unit_exponent([0.0])
+    (-2, 0)
+    """
+    a = np.asarray(a, dtype=np.float64)
+    top = float(np.max(np.abs(a))) if a.size else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return 0
+    return -math.frexp(top)[1]
 
 
 def unit_scale(a, like=None):
     """``a`` in float64 times the power of two that brings ``max|like|`` (default ``a``) into [0.5, 1).
 
-    Exact (a power of two), and every number these metrics compute is
-    invariant to it; norms of values near the ends of the float64 range
-    (``1e300``, ``1e-300``) then neither overflow nor underflow.  Arrays with
-    no finite non-zero maximum are returned unscaled.
+    Exact (a power of two, :func:`unit_exponent`), and every number these
+    metrics compute is invariant to it; norms of values near the ends of the
+    float64 range (``1e300``, ``1e-300``) then neither overflow nor underflow.
+    Arrays with no finite non-zero maximum are returned unscaled.
 
     Parameters
     ----------
@@ -39,11 +68,7 @@ def unit_scale(a, like=None):
     [0.5599..., -0.1866...]
     """
     a = np.asarray(a, dtype=np.float64)
-    ref = a if like is None else np.asarray(like, dtype=np.float64)
-    top = float(np.max(np.abs(ref))) if ref.size else 0.0
-    if top == 0.0 or not math.isfinite(top):
-        return a
-    return np.ldexp(a, -math.frexp(top)[1])
+    return np.ldexp(a, unit_exponent(a if like is None else like))
 
 
 def relative_error(a, b) -> float:
@@ -73,8 +98,31 @@ def relative_error(a, b) -> float:
         raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
     both = np.stack([a, b])  # one scale for both: the ratio is unchanged
     a, b = unit_scale(both)
-    num = float(np.linalg.norm((a - b).ravel()))
-    den = float(np.linalg.norm(b.ravel()))
+    d, b = (a - b).ravel(), b.ravel()
+    return relative_error_of_sums(np.dot(d, d), np.dot(b, b))
+
+
+def relative_error_of_sums(diff2, ref2) -> float:
+    """:func:`relative_error` from ``||a - b||^2`` and ``||b||^2``.
+
+    Parameters
+    ----------
+    diff2, ref2 : float
+        Sums of squares, non-negative (e.g. added up over batch chunks).
+
+    Returns
+    -------
+    float
+        ``sqrt(diff2) / sqrt(ref2)``; 0.0 when both are zero, ``inf`` when
+        only ``ref2`` is.
+
+    Examples
+    --------
+    >>> from analysis.metrics import relative_error_of_sums
+    >>> relative_error_of_sums(16.0, 9.0), relative_error_of_sums(0.0, 0.0)
+    (1.3333333333333333, 0.0)
+    """
+    num, den = math.sqrt(float(diff2)), math.sqrt(float(ref2))
     if den == 0.0:
         return 0.0 if num == 0.0 else math.inf
     return num / den
@@ -103,10 +151,34 @@ def cosine(a, b) -> float:
     b = unit_scale(b).ravel()
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return cosine_of_sums(np.dot(a, b), np.dot(a, a), np.dot(b, b))
+
+
+def cosine_of_sums(dot, a2, b2) -> float:
+    """:func:`cosine` from ``<a, b>``, ``||a||^2`` and ``||b||^2``.
+
+    Parameters
+    ----------
+    dot : float
+        Inner product.
+    a2, b2 : float
+        Sums of squares, non-negative.
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``; 1.0 when both norms are zero, 0.0 when exactly one is.
+
+    Examples
+    --------
+    >>> from analysis.metrics import cosine_of_sums
+    >>> cosine_of_sums(1.0, 1.0, 2.0), cosine_of_sums(0.0, 0.0, 0.0)
+    (0.7071067811865475, 1.0)
+    """
+    na, nb = math.sqrt(float(a2)), math.sqrt(float(b2))
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
-    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+    return float(np.clip(float(dot) / (na * nb), -1.0, 1.0))
 
 
 def energy_fraction(kept, total):

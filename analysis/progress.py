@@ -17,7 +17,7 @@ __all__ = ["progress_bar"]
 DELAY = 2.0
 
 
-def progress_bar(total, desc="", *, enabled=None, file=None):
+def progress_bar(total, desc="", *, enabled=None, file=None, unit="it"):
     """A :class:`tqdm.tqdm` bar configured the way every ``lbp`` command shows progress.
 
     Parameters
@@ -31,6 +31,9 @@ def progress_bar(total, desc="", *, enabled=None, file=None):
         seconds; True: show it at once; False: never.
     file : file-like, optional
         Where to draw; default ``sys.stderr``, looked up at call time.
+    unit : str, optional
+        Unit of ``total``; ``"B"`` counts bytes and shows them (and the rate)
+        in kB, MB, GB.  Default ``"it"``.
 
     Returns
     -------
@@ -56,4 +59,6 @@ def progress_bar(total, desc="", *, enabled=None, file=None):
         delay=0.0 if enabled else DELAY,
         dynamic_ncols=True,
         leave=True,
+        unit=unit,
+        unit_scale=unit == "B",
     )

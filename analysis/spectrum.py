@@ -1,8 +1,8 @@
 """Walsh–Hadamard energy spectra of token grids and the energy a basis selection keeps.
 
 For each batch item, patch and channel of a token grid (padded as in
-:func:`lbpcore.project`), :func:`full_coefficients` gives the ``n*n``
-unnormalized coefficients on *every* 2D Walsh basis image.  The **energy map**
+:func:`lbpcore.project`), :func:`analysis.coefficients.full_coefficients` gives
+the ``n*n`` unnormalized coefficients on *every* 2D Walsh basis image.  The **energy map**
 sums their squares (the L2 map), the **L1 map** their absolute values, over
 batch, patches and channels (or per channel / per patch).  By Parseval the
 energy a selection keeps is the sum of the map over the selected pairs
@@ -11,18 +11,23 @@ energy a selection keeps is the sum of the map over the selected pairs
 
 Everything is accumulated in float64 whatever the input dtype;
 :class:`SpectrumAccumulator` processes a dataset chunk by chunk in bounded
-memory (a memory-mapped array can be passed whole).
+memory (a memory-mapped array can be passed whole), and :func:`energy_maps`
+streams shards, Zarr stores and Dask arrays through it with
+:mod:`analysis.stream`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 import lbpcore
 
+from .coefficients import basis_sums, full_basis, full_coefficients
 from .metrics import energy_fraction
+from .stream import as_batches, is_streamed, reduce_batches
 
 __all__ = [
     "PER_CHOICES",
@@ -32,8 +37,6 @@ __all__ = [
     "energy_maps",
     "energy_kept",
     "energy_curves",
-    "full_basis",
-    "full_coefficients",
 ]
 
 #: Breakdowns of :func:`energy_maps` (``per=``): none, per channel, per patch.
@@ -43,60 +46,6 @@ POLICIES = ("lp_l1", "lp_linf", "energy", "energy_l1", "random")
 
 #: Elements of float64 coefficients processed at once (32 MiB).
 _MAX_ELEMENTS = 1 << 22
-
-
-def full_basis(n: int) -> lbpcore.BasisSet:
-    """All ``n*n`` Walsh basis images, in canonical ``(i + j, i, j)`` order.
-
-    Parameters
-    ----------
-    n : int
-        Patch size, a power of two.
-
-    Returns
-    -------
-    lbpcore.BasisSet
-        ``lp_linf:n``; ``indices[k]`` is the ``(i, j)`` of coefficient ``k``.
-
-    Examples
-    --------
-    >>> from analysis.spectrum import full_basis
-    >>> full_basis(2).indices.tolist()
-    [[0, 0], [0, 1], [1, 0], [1, 1]]
-    """
-    return lbpcore.select_bases(n, f"lp_linf:{n}")
-
-
-def full_coefficients(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout="tokens"):
-    """Unnormalized coefficients of every padded patch on all ``n*n`` Walsh basis images.
-
-    Parameters
-    ----------
-    x : array_like, shape (B, e + h*w, C) or (B, C, H, W)
-        Converted to float64.
-    grid, patch, pad, extra_tokens, layout
-        As for :func:`lbpcore.project` (``grid`` is required for tokens).
-
-    Returns
-    -------
-    ndarray of float64, shape (B, P, n*n, C)
-        ``[b, p, k, c]``: coefficient of patch ``p`` (row-major over the padded
-        grid) of channel ``c`` on basis ``full_basis(n).indices[k]``, for both
-        layouts.  Divided by ``n``, these are the patch vectors in an
-        orthonormal basis.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from analysis.spectrum import full_coefficients
-    >>> c = full_coefficients(np.ones((2, 3, 8, 8)), patch=4, layout="nchw")
-    >>> c.shape, float(c[0, 0, 0, 0]), float(abs(c[..., 1:, :]).max())
-    ((2, 4, 16, 3), 16.0, 0.0)
-    """
-    basis = full_basis(patch)
-    coef = lbpcore.project(np.asarray(x, dtype=np.float64), grid=grid, patch=basis.patch, bases=basis, pad=pad,
-                           extra_tokens=extra_tokens, layout=layout)
-    return coef.transpose(0, 2, 3, 1) if layout == "nchw" else coef
 
 
 @dataclass(frozen=True, eq=False)
@@ -317,14 +266,12 @@ class SpectrumAccumulator:
         elif c != self._channels:
             raise ValueError(f"chunk has {c} channels but earlier chunks had {self._channels}")
         with np.errstate(over="ignore"):  # an overflow is reported by result(), in words
-            sq = coef * coef
-            ab = np.abs(coef)
             if self.per is None:
-                s2, s1 = sq.sum(axis=(0, 1, 3)), ab.sum(axis=(0, 1, 3))  # (K,)
+                s2, s1 = basis_sums(coef, (0, 1, 3))  # (K,)
             elif self.per == "channel":
-                s2, s1 = sq.sum(axis=(0, 1)).T, ab.sum(axis=(0, 1)).T  # (C, K)
+                s2, s1 = (s.T for s in basis_sums(coef, (0, 1)))  # (C, K)
             else:
-                s2, s1 = sq.sum(axis=(0, 3)), ab.sum(axis=(0, 3))  # (P, K)
+                s2, s1 = basis_sums(coef, (0, 3))  # (P, K)
         if self._l2 is None:
             self._l2 = np.zeros(s2.shape)
             self._l1 = np.zeros(s1.shape)
@@ -375,16 +322,38 @@ class SpectrumAccumulator:
             extra_tokens=int(self.extra_tokens),
         )
 
+    def _sums(self) -> dict:
+        """The float64 sums of the items seen (what the chunks of a streamed run add up)."""
+        return {"l2": self._l2, "l1": self._l1}
 
-def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout="tokens", per=None):
+    def _set_sums(self, sums, batch, shape):
+        """Take the sums of ``batch`` items of shape ``shape[1:]`` from elsewhere (a streamed run)."""
+        self._l2, self._l1 = sums["l2"], sums["l1"]
+        self.batch = int(batch)
+        self._channels = int(shape[1] if self.layout == "nchw" else shape[2])
+        if self.grid is None:
+            self.grid = (int(shape[2]), int(shape[3]))
+        return self
+
+
+def _chunk_sums(chunk, settings):
+    """One chunk's contribution to the maps of :func:`energy_maps` (run by :func:`~analysis.stream.reduce_batches`)."""
+    return SpectrumAccumulator(**settings).update(chunk)._sums()
+
+
+def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout="tokens", per=None, memory=None,
+                scheduler=None, progress=False):
     """Per-basis energy (L2) and L1 maps of a token grid.
 
     Parameters
     ----------
-    x : array_like, shape (B, e + h*w, C) or (B, C, H, W)
+    x : array_like, path, BatchSource or dask.array.Array, shape (B, e + h*w, C) or (B, C, H, W)
         Tokens (``layout="tokens"``) or feature maps (``"nchw"``); float32,
         float64 or integer (computed in float64).  A memory-mapped array is
-        read in sub-batches.
+        read in sub-batches.  A path (``.npy``, ``.npz``, a directory or glob
+        of ``.npy`` shards, a Zarr store: see
+        :func:`analysis.sources.open_source`), a source or a Dask array is
+        streamed chunk by chunk with :func:`analysis.stream.reduce_batches`.
     grid : (int, int), optional
         Token grid; required for tokens, ``(H, W)`` by default for nchw.
     patch : int, optional
@@ -398,10 +367,20 @@ def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout=
         None: ``(n, n)`` maps summed over batch, patches and channels;
         ``"channel"``: ``(C, n, n)``; ``"patch"``: ``(P, n, n)`` with the
         ``P`` patches in row-major order.
+    memory : int or str, optional
+        Memory budget of a streamed run (``"512MB"``; default a fraction of
+        the available memory).  Giving it streams in-memory arrays too.
+    scheduler : str or distributed.Client, optional
+        A ``dask.distributed`` scheduler to stream on (default: the local
+        threaded scheduler).
+    progress : bool, optional
+        Progress bar and throughput summary of a streamed run on stderr;
+        default False.
 
     Returns
     -------
     SpectrumResult
+        The same numbers streamed or not (to float64 rounding of the sums).
 
     Raises
     ------
@@ -423,12 +402,20 @@ def energy_maps(x, *, grid=None, patch=8, pad="reflect", extra_tokens=0, layout=
     >>> round(float(energy_kept(res, "lp_l1:2")), 4)
     0.9712
     """
-    acc = SpectrumAccumulator(patch, grid=grid, pad=pad, extra_tokens=extra_tokens, layout=layout, per=per)
-    if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
+    settings = dict(patch=patch, grid=grid, pad=pad, extra_tokens=extra_tokens, layout=layout, per=per)
+    acc = SpectrumAccumulator(**settings)
+    streamed = is_streamed(x, memory, scheduler)
+    if streamed:
+        x = as_batches(x)
+    elif not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
         x = np.asarray(x)
     if len(x.shape) and x.shape[0] == 0:
         raise ValueError("x has an empty batch")
-    return acc.update(x).result()
+    if not streamed:
+        return acc.update(x).result()
+    sums, _ = reduce_batches([x], partial(_chunk_sums, settings=settings), memory=memory, scheduler=scheduler,
+                             progress=progress, desc="spectrum")
+    return acc._set_sums(sums, x.shape[0], x.shape).result()
 
 
 def _maps(energy_map):

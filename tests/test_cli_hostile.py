@@ -282,7 +282,7 @@ def no_compute(monkeypatch):
         raise AssertionError("the command computed before checking its output")
 
     monkeypatch.setattr(analysis.spectrum, "SpectrumAccumulator", computed)
-    monkeypatch.setattr(analysis.errors, "_Problem", computed)
+    monkeypatch.setattr(analysis.errors, "Chunk", computed)
     monkeypatch.setattr(analysis.report, "run_workload", computed)
     monkeypatch.setattr(analysis.bench, "bench_backward", computed)
 

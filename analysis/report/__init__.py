@@ -27,7 +27,8 @@ __all__ = ["ReportConfig", "ReportResult", "build_report", "run_workload", "run_
            "markdown_table"]
 
 
-def build_report(out="lbp-report", *, quick=False, config=None, progress=True, capture=None):
+def build_report(out="lbp-report", *, quick=False, config=None, progress=True, capture=None, memory=None,
+                 scheduler=None):
     """Run the built-in workload, or measure a capture, and write the report directory.
 
     Parameters
@@ -44,6 +45,8 @@ def build_report(out="lbp-report", *, quick=False, config=None, progress=True, c
     capture : analysis.capture.Capture, optional
         Report on these captured layers (:func:`run_capture`) instead of the
         built-in workload.
+    memory, scheduler : optional
+        For a sharded capture, as for :func:`run_capture`.
 
     Returns
     -------
@@ -73,7 +76,7 @@ def build_report(out="lbp-report", *, quick=False, config=None, progress=True, c
     if capture is None:
         results = run_workload(config, progress=progress)
     else:
-        results = run_capture(capture, config, progress=progress)
+        results = run_capture(capture, config, progress=progress, memory=memory, scheduler=scheduler)
     figures = render_figures(results)
     payload = dict(figures)
     payload["results.json"] = json_text(results)

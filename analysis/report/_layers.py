@@ -10,7 +10,6 @@ rank sweep; and the per-layer rows of ``results.json``.
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import time
 from dataclasses import dataclass
@@ -25,23 +24,8 @@ from ..progress import progress_bar
 from ..spectrum import energy_curves, energy_kept, energy_maps
 from .summary import summarize
 
-__all__ = ["LayerMeasurements", "Stages", "blas_limit", "cost_flops", "finish", "flops_row", "local_row",
+__all__ = ["LayerMeasurements", "Stages", "cost_flops", "finish", "flops_row", "local_row",
            "measure_layers", "setting", "typical_results"]
-
-
-@contextlib.contextmanager
-def blas_limit(threads):
-    """Limit BLAS to ``threads`` threads inside the block (None, or without threadpoolctl: no limit)."""
-    if threads is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - threadpoolctl is optional
-    except ImportError:  # pragma: no cover - threadpoolctl is optional
-        yield
-        return
-    with threadpool_limits(limits=int(threads), user_api="blas"):
-        yield
 
 
 class Stages:
@@ -70,11 +54,11 @@ def setting(cfg, basis) -> dict:
             "bases_total": cfg.patch * cfg.patch}
 
 
-def _layer_analysis(layer, cfg, basis):
+def _layer_analysis(layer, cfg, basis, stream):
     """Spectra, energy kept and local gradient errors of one token-grid layer (its arrays read once)."""
     x, weight, grad_y = layer.x, layer.weight, layer.grad_y
     layout = getattr(layer, "layout", "tokens")
-    kw = {"grid": layer.grid, "patch": cfg.patch, "extra_tokens": layer.extra_tokens, "layout": layout}
+    kw = {"grid": layer.grid, "patch": cfg.patch, "extra_tokens": layer.extra_tokens, "layout": layout, **stream}
     sx = energy_maps(x, **kw)
     sg = energy_maps(grad_y, **kw)
     errs = gradient_errors(x, weight, grad_y, bases=basis, baselines=cfg.baselines, seed=cfg.seed, **kw)
@@ -131,7 +115,7 @@ class LayerMeasurements:
     timing: dict
 
 
-def measure_layers(layers, cfg, basis, stages) -> LayerMeasurements:
+def measure_layers(layers, cfg, basis, stages, stream=None) -> LayerMeasurements:
     """Measure every layer, then the energy curves and rank sweep of the typical one.
 
     Parameters
@@ -139,21 +123,26 @@ def measure_layers(layers, cfg, basis, stages) -> LayerMeasurements:
     layers : dict of str to layer
         Objects with ``name``, ``x``, ``weight``, ``grad_y``, ``grid``,
         ``extra_tokens`` (and optionally ``layout``), each on its token grid.
+        Arrays, or sources that are streamed (a sharded capture).
     cfg : ReportConfig
         ``patch``, ``baselines``, ``seed``, ``typical_layer``, ``sweep_ks``.
     basis : lbpcore.BasisSet
     stages : Stages
         Progress: one step per layer, then two.
+    stream : dict, optional
+        ``memory`` and ``scheduler`` of the streamed analyses
+        (:func:`analysis.stream.reduce_batches`).
 
     Returns
     -------
     LayerMeasurements
     """
+    stream = {k: v for k, v in (stream or {}).items() if v is not None}
     t = time.perf_counter()
     per_layer = {}
     for name, layer in layers.items():
         stages.stage(f"layer {name}")
-        per_layer[name] = _layer_analysis(layer, cfg, basis)
+        per_layer[name] = _layer_analysis(layer, cfg, basis, stream)
         stages.done()
     timing = {"layers": time.perf_counter() - t}
 
@@ -169,7 +158,7 @@ def measure_layers(layers, cfg, basis, stages) -> LayerMeasurements:
     lay = layers[typical]
     sweep = rank_sweep(lay.x, lay.weight, lay.grad_y, grid=lay.grid, patch=cfg.patch, ks=cfg.sweep_ks,
                        methods=cfg.baselines, extra_tokens=lay.extra_tokens, layout=getattr(lay, "layout", "tokens"),
-                       seed=cfg.seed, progress=False)
+                       seed=cfg.seed, progress=False, **stream)
     stages.done()
     timing["sweep"] = time.perf_counter() - t
     return LayerMeasurements(per_layer, typical, curves, sweep, timing)

@@ -15,7 +15,8 @@ import time
 import lbpcore
 
 from ..io import DataError
-from ._layers import Stages, blas_limit, cost_flops, finish, local_row, measure_layers, setting, typical_results
+from ..threads import blas_limit
+from ._layers import Stages, cost_flops, finish, local_row, measure_layers, setting, typical_results
 from .workload import ReportConfig
 
 __all__ = ["run_capture"]
@@ -29,7 +30,7 @@ def _flops(rows) -> dict:
             "linear_saved_fraction": (dense - lbp) / dense if dense else 0.0}
 
 
-def run_capture(capture, config=None, *, progress=True) -> dict:
+def run_capture(capture, config=None, *, progress=True, memory=None, scheduler=None) -> dict:
     """Measure the layers of a capture and gather the numbers of the report.
 
     Parameters
@@ -44,6 +45,11 @@ def run_capture(capture, config=None, *, progress=True) -> dict:
         fields are those of the built-in workload and are not used).
     progress : bool, optional
         Progress on stderr (default True).
+    memory, scheduler : optional
+        Memory budget and ``dask.distributed`` scheduler of the analyses of a
+        sharded capture, whose arrays are streamed
+        (:func:`analysis.stream.reduce_batches`; default: a quarter of the
+        available memory, the local threaded scheduler).
 
     Returns
     -------
@@ -83,7 +89,7 @@ def run_capture(capture, config=None, *, progress=True) -> dict:
         raise DataError(f"{where}: no captured layer lies on the token grid ({reasons}); give the grid and extra "
                         "tokens of the layers' inputs (--grid HxW --extra-tokens E)")
     with blas_limit(cfg.blas_threads), Stages(len(on_grid) + 2, progress) as st:
-        lm = measure_layers(on_grid, cfg, basis, st)
+        lm = measure_layers(on_grid, cfg, basis, st, {"memory": memory, "scheduler": scheduler})
     rows = []
     for name, pl in lm.per_layer.items():
         rows.append({"layer": name, "in_features": pl["in_features"], "out_features": pl["out_features"],

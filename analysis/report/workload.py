@@ -19,11 +19,11 @@ from pathlib import Path
 import lbpcore
 
 from ..images import image_batch
+from ..threads import blas_limit
 from ..vit import TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
 from ._layers import (
     LayerMeasurements,
     Stages,
-    blas_limit,
     finish,
     flops_row,
     local_row,
