@@ -28,6 +28,7 @@ import types
 
 import numpy as np
 import pytest
+from cuda_cases import SELECTION_IDS, SELECTIONS, check_patch_kernels, grid_cases
 from tolerances import assert_allclose_dtype
 
 import lbpcore
@@ -354,84 +355,18 @@ def test_transform_dispatch(fake_cupy):
 from lbpcore._patches import _cuda as _cuda_patches  # noqa: E402
 from lbpcore._patches import _cuda_source  # noqa: E402
 
-#: (n, selection): low-pass and not low-pass, every supported patch size
-SELECTIONS = [
-    (1, "lp_l1:1"),
-    (2, "lp_linf:2"),
-    (4, [(0, 0), (1, 2), (3, 0), (2, 3)]),
-    (8, "lp_l1:6"),
-    (8, [(7, 7), (0, 5), (3, 1)]),
-    (16, "lp_l1:3"),
-    (16, [(15, 0), (0, 15), (9, 8), (4, 12)]),
-]
-GRIDS = [(7, 9), (14, 14), (3, 5), (1, 1)]
-
-
-def _cases(n):
-    """(grid, pad) pairs: every padding each grid allows, plus a divisible grid for pad="none"."""
-    out = []
-    for grid in GRIDS + [(n, 2 * n)]:
-        for pad in ("reflect", "zero", "none"):
-            try:
-                lbpcore.make_plan(grid, n, "lp_l1:1", pad)
-            except ValueError:
-                continue
-            out.append((grid, pad))
-    return out
-
-
-def _check_patch_kernels(n, bases, grid, pad, dtype, layout, e, c, rng, vec=None):
-    basis = lbpcore.select_bases(n, bases)
-    idx = basis.indices
-    h, w = grid
-    kw = dict(grid=grid, patch=n, bases=basis, pad=pad, layout=layout)
-    if layout == "tokens":
-        x = rng.standard_normal((2, e + h * w, c)).astype(dtype)
-    else:
-        x = rng.standard_normal((2, c, h, w)).astype(dtype)
-    xd = _dev(x)
-    ref = lbpcore.project(x, extra_tokens=e, **kw)  # (B, P, r, C) or (B, C, P, r)
-    if layout == "nchw":
-        ref = ref.transpose(0, 2, 3, 1)
-    ref = ref.reshape(2, -1, c)
-    msg = f"n={n} {bases} grid={grid} pad={pad} {layout} e={e} C={c} {np.dtype(dtype).name}"
-    for keep in (False, True):
-        got = _cuda_patches.project(xd, grid, n, pad, idx, extra_tokens=e, scale=0.5, layout=layout,
-                                    keep_extra=keep, _vec=vec)
-        eo = e if keep else 0
-        assert got.shape == (2, eo + ref.shape[1], c) and got.dtype == dtype, msg
-        assert_allclose_dtype(got[:, eo:], 0.5 * ref, dtype, err_msg=msg)
-        if eo:
-            np.testing.assert_array_equal(got[:, :eo], x[:, :eo])
-    np.testing.assert_array_equal(xd, x)  # input untouched
-    # reconstruction of random coefficients, extra tokens in front
-    coef = rng.standard_normal((2, e + ref.shape[1], c)).astype(dtype)
-    cd = _dev(coef)
-    rec = _cuda_patches.reconstruct(cd, grid, n, pad, idx, extra_tokens=e, scale=1.0 / (n * n), layout=layout,
-                                    _vec=vec)
-    p = ref.shape[1] // len(idx)
-    c4 = coef[:, e:].reshape(2, p, len(idx), c)
-    want = lbpcore.reconstruct(c4 if layout == "tokens" else c4.transpose(0, 3, 1, 2), **kw)
-    if layout == "tokens":
-        assert rec.shape == (2, e + h * w, c), msg
-        np.testing.assert_array_equal(rec[:, :e], coef[:, :e])
-        rec = rec[:, e:]
-    assert rec.shape == want.shape, msg
-    assert_allclose_dtype(rec, want, dtype, err_msg="reconstruct " + msg)
-    np.testing.assert_array_equal(cd, coef)
-
 
 @pytest.mark.parametrize("dtype", WHT_DTYPES)
-@pytest.mark.parametrize(("n", "bases"), SELECTIONS, ids=[f"{n}-{b}" for n, b in SELECTIONS])
+@pytest.mark.parametrize(("n", "bases"), SELECTIONS, ids=SELECTION_IDS)
 def test_patch_kernels(fake_cupy, n, bases, dtype):
     rng = np.random.default_rng(n)
     vmax = _cuda_patches.channel_vector(n, len(lbpcore.select_bases(n, bases).indices), dtype, 16)
-    for k, (grid, pad) in enumerate(_cases(n)):
+    for k, (grid, pad) in enumerate(grid_cases(n)):
         e = (0, 1, 3)[k % 3]
         c = (8, 6, 5)[k % 3]
         vec = (vmax, None, None)[k % 3]  # the widest access, the default, and 1 channel per thread (odd C)
-        _check_patch_kernels(n, bases, grid, pad, dtype, "tokens", e, c, rng, vec)
-        _check_patch_kernels(n, bases, grid, pad, dtype, "nchw", 0, 3, rng)
+        check_patch_kernels(_dev, np.asarray, n, bases, grid, pad, dtype, "tokens", e, c, rng, vec)
+        check_patch_kernels(_dev, np.asarray, n, bases, grid, pad, dtype, "nchw", 0, 3, rng)
 
 
 def test_patch_kernels_vector_width_and_alignment(fake_cupy):
