@@ -3,12 +3,15 @@
 * :mod:`analysis.finetune.optim` – :class:`AdamW`, :class:`SGD` and the
   warm-up :class:`Schedule`;
 * :mod:`analysis.finetune.data` – the pretraining and adaptation tasks from
-  scikit-learn's handwritten digits (:func:`digit_tasks`).
+  scikit-learn's handwritten digits (:func:`digit_tasks`);
+* :mod:`analysis.finetune.methods` – backward methods (:func:`parse_method`)
+  bound to a model as a :class:`BackwardPlan` with its backward FLOPs.
 
 Every public name is importable from :mod:`analysis.finetune` itself.
 """
 
 from .data import DigitsTask, digit_tasks, resize_bilinear
+from .methods import METHOD_KINDS, BackwardPlan, Method, build_plan, layer_flops, parse_method
 from .optim import OPTIMIZERS, SGD, AdamW, Optimizer, Schedule, make_optimizer
 
 __all__ = [
@@ -21,4 +24,10 @@ __all__ = [
     "DigitsTask",
     "digit_tasks",
     "resize_bilinear",
+    "METHOD_KINDS",
+    "Method",
+    "parse_method",
+    "BackwardPlan",
+    "build_plan",
+    "layer_flops",
 ]
