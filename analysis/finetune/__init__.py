@@ -5,12 +5,14 @@
 * :mod:`analysis.finetune.data` – the pretraining and adaptation tasks from
   scikit-learn's handwritten digits (:func:`digit_tasks`);
 * :mod:`analysis.finetune.methods` – backward methods (:func:`parse_method`)
-  bound to a model as a :class:`BackwardPlan` with its backward FLOPs.
+  bound to a model as a :class:`BackwardPlan` with its backward FLOPs;
+* :mod:`analysis.finetune.loop` – the training loop :func:`train`.
 
 Every public name is importable from :mod:`analysis.finetune` itself.
 """
 
 from .data import DigitsTask, digit_tasks, resize_bilinear
+from .loop import GradientChecks, TrainConfig, TrainResult, batch_indices, evaluate, train
 from .methods import METHOD_KINDS, BackwardPlan, Method, build_plan, layer_flops, parse_method
 from .optim import OPTIMIZERS, SGD, AdamW, Optimizer, Schedule, make_optimizer
 
@@ -30,4 +32,10 @@ __all__ = [
     "BackwardPlan",
     "build_plan",
     "layer_flops",
+    "TrainConfig",
+    "GradientChecks",
+    "TrainResult",
+    "evaluate",
+    "batch_indices",
+    "train",
 ]
