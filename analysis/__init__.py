@@ -9,9 +9,12 @@ The package builds on :mod:`lbpcore` (which never imports it):
 * :mod:`analysis.vit` and :mod:`analysis.images` – a small vision transformer
   with a manual NumPy backward, on real pictures from matplotlib's sample data;
 * :mod:`analysis.bench` – timings of the dense and LBP-WHT backward passes;
-* :mod:`analysis.plots` – headless matplotlib figures;
+* :mod:`analysis.plots` – headless matplotlib figures, with the names and
+  styles of :mod:`analysis.labels`;
 * :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` and the
-  other ``lbp`` subcommands.
+  other ``lbp`` subcommands;
+* :mod:`analysis.io` and :mod:`analysis.progress` – atomic files, JSON,
+  tables, checked array input, progress bars.
 
 Importing :mod:`analysis` does not import matplotlib; the plotting functions
 load it when called.
@@ -25,12 +28,11 @@ Examples
 1.0
 """
 
-from . import bench
-from ._io import DataError, load_array
 from .cli import main
 from .errors import ErrorReport, GradientError, gradient_errors, rank_sweep
-from .metrics import cosine, relative_error
 from .images import ImageBatch, image_batch, sample_images
+from .io import DataError, load_array
+from .metrics import cosine, relative_error
 from .plots import plot_energy_curves, plot_error_curves, plot_layer_bars, plot_spectrum
 from .progress import progress_bar
 from .report import ReportConfig, ReportResult, build_report

@@ -180,7 +180,7 @@ def report_rows(reports) -> list:
     Returns
     -------
     list of dict
-        One flat dict per report and method (for :func:`analysis._io.write_csv`).
+        One flat dict per report and method (for :func:`analysis.io.write_csv`).
 
     Examples
     --------

@@ -4,11 +4,12 @@ Every function takes ``ax=None`` and returns the :class:`matplotlib.axes.Axes`
 it drew on.  Without ``ax`` a new :class:`matplotlib.figure.Figure` is made
 directly (not through :mod:`matplotlib.pyplot`), so nothing here touches
 pyplot's global state or needs a display; save it with ``ax.figure.savefig``
-or :func:`analysis._io.save_figure`.
+or :func:`analysis.io.save_figure`.
 
 The inputs are the plain results of :mod:`analysis.spectrum`,
 :mod:`analysis.errors` and :mod:`analysis.vit`, either the result objects or
-their ``to_dict()`` forms.
+their ``to_dict()`` forms (:func:`analysis.io.to_jsonable`); names and line
+styles come from :mod:`analysis.labels`.
 """
 
 from __future__ import annotations
@@ -17,35 +18,10 @@ import math
 
 import numpy as np
 
+from .io import to_jsonable
+from .labels import plot_label, plot_style
+
 __all__ = ["new_axes", "plot_spectrum", "plot_energy_curves", "plot_error_curves", "plot_layer_bars"]
-
-#: Display names of the selection policies and approximation methods.
-_LABELS = {
-    "lp_l1": "LP-L1 (i+j<k)",
-    "lp_linf": "LP-Linf (max(i,j)<k)",
-    "energy": "energy-optimal (per tensor)",
-    "energy_l2": "energy-optimal (per tensor)",
-    "random": "random bases",
-    "lbp": "LBP-WHT (lp_l1)",
-    "wht": "LBP-WHT (lp_l1)",
-    "dct": "DCT low-pass",
-    "klt": "per-patch KLT",
-    "svd": "truncated SVD",
-}
-
-_STYLE = {
-    "lp_l1": ("C0", "o", "-"),
-    "lbp": ("C0", "o", "-"),
-    "wht": ("C0", "o", "-"),
-    "lp_linf": ("C1", "s", "-"),
-    "dct": ("C1", "s", "-"),
-    "energy": ("C2", "^", "--"),
-    "energy_l2": ("C2", "^", "--"),
-    "klt": ("C2", "^", "--"),
-    "svd": ("C4", "D", ":"),
-    "random": ("C7", "x", ":"),
-}
-
 
 def new_axes(figsize=(5.0, 4.0), dpi=120):
     """A fresh :class:`~matplotlib.axes.Axes` on its own pyplot-free Figure.
@@ -69,24 +45,10 @@ def new_axes(figsize=(5.0, 4.0), dpi=120):
     >>> tuple(ax.figure.get_size_inches())
     (np.float64(3.0), np.float64(2.0))
     """
-    from matplotlib.figure import Figure  # noqa: PLC0415 - keep `import analysis` light
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib is optional; keeps `import analysis` light
 
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     return fig.add_subplot()
-
-
-def _plain(obj):
-    """``obj.to_dict()`` for result objects, ``obj`` otherwise."""
-    to_dict = getattr(obj, "to_dict", None)
-    return to_dict() if callable(to_dict) else obj
-
-
-def _label(name):
-    return _LABELS.get(name, name)
-
-
-def _style(name, k):
-    return _STYLE.get(name, (f"C{(k + 5) % 10}", "v", "-"))
 
 
 def _mask_outline(mask):
@@ -94,7 +56,7 @@ def _mask_outline(mask):
     m = np.asarray(mask, dtype=bool)
     padded = np.pad(m, 1)
     segs = []
-    for i, j in zip(*np.nonzero(m)):
+    for i, j in zip(*np.nonzero(m), strict=True):
         pi, pj = i + 1, j + 1
         if not padded[pi - 1, pj]:  # top edge
             segs.append([(j - 0.5, i - 0.5), (j + 0.5, i - 0.5)])
@@ -153,14 +115,12 @@ def plot_spectrum(energy_map, ax=None, log=True, title=None, *, bases=None, norm
     >>> ax.get_xlabel(), ax.get_ylabel()
     ('horizontal sequency j', 'vertical sequency i')
     """
-    from matplotlib.collections import LineCollection  # noqa: PLC0415
-    from matplotlib.colors import LogNorm, Normalize  # noqa: PLC0415
+    from matplotlib.collections import LineCollection  # noqa: PLC0415 - matplotlib is optional
+    from matplotlib.colors import LogNorm, Normalize  # noqa: PLC0415 - matplotlib is optional
 
-    src = _plain(energy_map)
+    src = energy_map if isinstance(energy_map, np.ndarray) else to_jsonable(energy_map)
     if isinstance(src, dict):
         src = src["energy_map"] if "energy_map" in src else src["l2"]
-    elif hasattr(src, "l2"):
-        src = src.l2
     e = np.asarray(src, dtype=np.float64)
     if e.ndim != 2 or e.shape[0] != e.shape[1]:
         raise ValueError(f"energy_map must have shape (n, n), got {e.shape}")
@@ -238,11 +198,11 @@ def plot_energy_curves(curves, ax=None, *, highlight=None, title=None):
     """
     if ax is None:
         ax = new_axes((5.2, 3.8))
-    for k, (name, points) in enumerate(_plain(curves).items()):
+    for k, (name, points) in enumerate(to_jsonable(curves).items()):
         pts = sorted(points, key=lambda p: p["rank"])
         if not pts:
             continue
-        color, marker, ls = _style(name, k)
+        color, marker, ls = plot_style(name, k)
         ax.plot(
             [p["rank"] for p in pts],
             [100.0 * p["kept"] for p in pts],
@@ -251,7 +211,7 @@ def plot_energy_curves(curves, ax=None, *, highlight=None, title=None):
             linestyle=ls,
             markersize=3.5,
             markevery=max(1, len(pts) // 16),
-            label=_label(name),
+            label=plot_label(name),
         )
     if highlight is not None:
         ax.axvline(highlight, color="0.4", linewidth=0.8, linestyle="--")
@@ -267,13 +227,10 @@ def plot_energy_curves(curves, ax=None, *, highlight=None, title=None):
 
 
 def _method_errors(report, which, metric):
-    """``{method: value}`` from one ErrorReport (object or dict)."""
-    d = _plain(report)
-    out = {}
-    lbp = _plain(d["lbp"])
-    out["lbp"] = float(lbp[which][metric])
-    for name, g in d.get("baselines", {}).items():
-        out[name] = float(_plain(g)[which][metric])
+    """``{method: value}`` from the plain form of one ErrorReport."""
+    out = {"lbp": float(report["lbp"][which][metric])}
+    for name, g in report.get("baselines", {}).items():
+        out[name] = float(g[which][metric])
     return out
 
 
@@ -313,7 +270,8 @@ def plot_error_curves(sweep, ax=None, which="grad_weight", *, metric="rel_error"
     Examples
     --------
     >>> from analysis.plots import plot_error_curves
-    >>> def err(e): return {"grad_x": {"rel_error": e, "cosine": 1 - e}, "grad_weight": {"rel_error": e, "cosine": 1 - e}}
+    >>> def err(e):
+    ...     return {"grad_x": {"rel_error": e, "cosine": 1 - e}, "grad_weight": {"rel_error": e, "cosine": 1 - e}}
     >>> sweep = [{"rank": r, "lbp": err(1 / r), "baselines": {"dct": err(1.2 / r)}} for r in (1, 3, 6)]
     >>> ax = plot_error_curves(sweep)
     >>> [t.get_text() for t in ax.get_legend().get_texts()]
@@ -326,17 +284,16 @@ def plot_error_curves(sweep, ax=None, which="grad_weight", *, metric="rel_error"
     if ax is None:
         ax = new_axes((5.2, 3.8))
     series = {}
-    for report in sweep:
-        d = _plain(report)
+    for d in to_jsonable(list(sweep)):
         for name, v in _method_errors(d, which, metric).items():
             series.setdefault(name, []).append((int(d["rank"]), v))
     for k, (name, pts) in enumerate(series.items()):
         pts.sort()
         if logy:
             pts = [p for p in pts if p[1] > floor]
-        color, marker, ls = _style(name, k)
+        color, marker, ls = plot_style(name, k)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker, linestyle=ls,
-                markersize=3.5, markevery=max(1, len(pts) // 16), label=_label(name))
+                markersize=3.5, markevery=max(1, len(pts) // 16), label=plot_label(name))
     if highlight is not None:
         ax.axvline(highlight, color="0.4", linewidth=0.8, linestyle="--")
     if logy:
@@ -395,9 +352,9 @@ def plot_layer_bars(rows, ax=None, *, metrics=LAYER_METRICS, title=None):
     >>> [t.get_text() for t in ax.get_yticklabels()]
     ['blocks.0.qkv', 'head']
     """
-    from matplotlib.transforms import offset_copy  # noqa: PLC0415
+    from matplotlib.transforms import offset_copy  # noqa: PLC0415 - matplotlib is optional
 
-    rows = [_plain(r) for r in rows]
+    rows = to_jsonable(list(rows))
     metrics = list(metrics)
     if not rows:
         raise ValueError("rows must hold at least one layer")

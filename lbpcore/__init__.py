@@ -6,10 +6,11 @@ linear layers, for NumPy, CuPy and any array API standard library from one code
 path.  :mod:`lbpcore.testing` holds independent reference implementations.
 """
 
-from ._bases import BasisSet, select_bases
+from ._bases import BasisSet
 from ._cost import BackwardCost, backward_cost
 from ._linear import Gradients, LBPLinear, dense_backward, lbp_backward, linear
 from ._patches import PatchPlan, apply_projector, make_plan, padding, project, reconstruct
+from ._select import select_bases
 from ._wht import fwht, fwht2, ifwht, ifwht2, sequency_permutation, walsh_matrix
 
 __version__ = "0.1.0"

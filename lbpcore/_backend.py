@@ -4,7 +4,8 @@ All computation goes through the array API standard namespace returned by
 :func:`array_api_compat.array_namespace`, so one code path serves NumPy, CuPy,
 array-api-strict and PyTorch.  Constant matrices (Walsh blocks, padding
 operators) are built once in NumPy and converted to the caller's namespace,
-dtype and device on first use; the converted copies are cached.
+dtype and device on first use by :func:`constant`, the one cache of converted
+constants.
 """
 
 from __future__ import annotations
@@ -12,31 +13,29 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from array_api_compat import array_namespace, device as _device, is_numpy_namespace
+from array_api_compat import array_namespace, is_numpy_namespace
+from array_api_compat import device as _device
+from array_api_compat import numpy as compat_numpy
 
 __all__ = [
     "array_namespace",
     "as_float_array",
     "common_namespace",
     "constant",
+    "numpy_constant",
     "device_of",
-    "is_numpy",
     "compat_namespace",
     "to_numpy",
 ]
 
 _cache: dict = {}
 _cache_lock = threading.Lock()
-_CACHE_MAX = 512
+_CACHE_MAX = 1024
 
 
 def device_of(x):
     """Return the device of ``x`` (``"cpu"`` for NumPy arrays)."""
     return _device(x)
-
-
-def is_numpy(xp) -> bool:
-    return is_numpy_namespace(xp)
 
 
 def as_float_array(x, name: str, xp=None):
@@ -128,12 +127,13 @@ def common_namespace(named):
     return xp, out
 
 
-def _device_key(dev):
+def _hashable(value):
+    """``value`` itself as a cache key, or its repr if it cannot be hashed (exotic devices)."""
     try:
-        hash(dev)
-        return dev
-    except TypeError:  # pragma: no cover - unhashable device objects
-        return repr(dev)
+        hash(value)
+        return value
+    except TypeError:  # pragma: no cover - unhashable device or dtype objects
+        return repr(value)
 
 
 def compat_namespace(xp):
@@ -144,9 +144,7 @@ def compat_namespace(xp):
     Namespaces that already conform are returned unchanged.
     """
     if xp is None:
-        from array_api_compat import numpy as compat_np  # noqa: PLC0415
-
-        return compat_np
+        return compat_numpy
     try:
         return array_namespace(xp.asarray(0.0))
     except Exception:  # pragma: no cover - exotic namespaces
@@ -157,15 +155,17 @@ def constant(key, builder, xp, dtype, device):
     """Return the NumPy array ``builder()`` converted to ``(xp, dtype, device)``, cached.
 
     ``key`` identifies the constant (it must be hashable and determine
-    ``builder()`` completely).
+    ``builder()`` completely).  NumPy results are read-only.  This is the one
+    cache of converted constants of the package; the float64 operators behind
+    the builders are cached by :func:`functools.lru_cache` where they are made.
     """
-    ck = (key, xp.__name__, str(dtype), _device_key(device))
+    ck = (key, xp.__name__, _hashable(dtype), _hashable(device))  # not str(dtype): microseconds per call
     hit = _cache.get(ck)
     if hit is not None:
         return hit
     arr = builder()
     if is_numpy_namespace(xp):
-        out = np.ascontiguousarray(arr, dtype=dtype)
+        out = np.array(arr, dtype=dtype, order="C")  # a copy: read-only without freezing ``arr``
         out.flags.writeable = False
     else:
         cxp = compat_namespace(xp)  # raw cupy/torch namespaces lack device=
@@ -178,12 +178,28 @@ def constant(key, builder, xp, dtype, device):
 
 
 def to_numpy(a) -> np.ndarray:
-    """Convert an array of any supported library to a NumPy array.
+    """Convert an array of any supported library to NumPy.
 
-    NumPy arrays are returned as they are; CuPy arrays are copied to the host;
-    anything else goes through :func:`numpy.asarray`, then DLPack, then DLPack
-    after a move to the namespace's CPU device (array-api-strict's other
-    devices).  The one conversion used across the library and its analysis.
+    The one conversion of the package and its analysis, public as
+    :func:`lbpcore.testing.to_numpy`.
+
+    Parameters
+    ----------
+    a : array
+        NumPy, CuPy (copied to the host), array-api-strict (on any of its
+        devices) or anything :func:`numpy.asarray` or DLPack accepts.
+
+    Returns
+    -------
+    ndarray
+        ``a`` itself when it is already a NumPy array.
+
+    Examples
+    --------
+    >>> import array_api_strict as xps
+    >>> from lbpcore.testing import to_numpy
+    >>> to_numpy(xps.asarray([1.0, 2.0]))
+    array([1., 2.])
     """
     if isinstance(a, np.ndarray):
         return a
@@ -200,3 +216,8 @@ def to_numpy(a) -> np.ndarray:
             raise
         cpu = array_namespace(a).__array_namespace_info__().devices()[0]
         return np.from_dlpack(a.to_device(cpu))
+
+
+def numpy_constant(key, array, dtype) -> np.ndarray:
+    """:func:`constant` for the NumPy kernels: ``array`` as a read-only C-contiguous copy of ``dtype``."""
+    return constant(key, lambda: array, np, dtype, None)

@@ -1,4 +1,8 @@
-"""Selection of 2D Walsh–Hadamard basis images (SPEC section 3)."""
+"""2D Walsh–Hadamard basis images: :class:`BasisSet`, spec parsing, low-pass and explicit sets (SPEC section 3).
+
+The energy specs, which score the bases on data through a projection, are
+selected in :mod:`lbpcore._select`.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._backend import as_float_array, compat_namespace, constant
-from ._validation import check_choice, check_int, check_power_of_two
-from ._wht import sequency_permutation, _natural_hadamard
+from ._backend import compat_namespace, constant
+from ._validation import check_choice, check_power_of_two
+from ._wht._walsh import ordered_hadamard
 
-__all__ = ["BasisSet", "select_bases", "SPEC_KINDS"]
+__all__ = ["BasisSet", "SPEC_KINDS", "as_basis", "canonical_order", "parse_spec"]
 
 SPEC_KINDS = ("lp_l1", "lp_linf", "energy_l1", "energy_l2")
 _SPEC_RE = re.compile(r"^\s*([a-z0-9_]+)\s*:\s*(.*?)\s*$")
 
 
-def _canonical_order(n: int) -> np.ndarray:
+def canonical_order(n: int) -> np.ndarray:
     """All ``(i, j)`` pairs of an ``n x n`` square sorted by ``(i + j, i, j)``."""
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     i = i.ravel()
@@ -188,7 +192,7 @@ class BasisSet:
         n = self.patch
 
         def build():
-            w = _natural_hadamard(n)[sequency_permutation(n, "sequency")]
+            w = ordered_hadamard(n, "sequency")
             return w[self._indices[:, 0], :, None] * w[self._indices[:, 1], None, :]
 
         return xp.asarray(constant(("images", n, self._pairs), build, xp, dtype, device), copy=True)
@@ -215,7 +219,8 @@ class BasisSet:
         return f"BasisSet(patch={self.patch}, rank={self.rank}, spec={self.spec!r})"
 
 
-def _parse_spec(spec: str, n: int):
+def parse_spec(spec: str, n: int) -> tuple[str, int]:
+    """``(kind, number)`` of a spec string such as ``"lp_l1:6"``, or raise ValueError."""
     m = _SPEC_RE.match(spec)
     if m is None:
         raise ValueError(
@@ -235,68 +240,13 @@ def _parse_spec(spec: str, n: int):
     return kind, value
 
 
-def select_bases(n, spec, *, calibration=None, grid=None, extra_tokens=0, pad="reflect", layout="tokens"):
-    """Select 2D Walsh–Hadamard basis images for patches of size ``n``.
+def as_basis(n, spec) -> BasisSet:
+    """The :class:`BasisSet` of a selection that needs no data.
 
-    Parameters
-    ----------
-    n : int
-        Patch size, a power of two.
-    spec : str, sequence of (int, int), or BasisSet
-        * ``"lp_l1:k"``: low-pass in the L1 ball, pairs with ``i + j < k``
-          (``k(k+1)/2`` bases for ``k <= n``; the paper's LP_L1-k);
-        * ``"lp_linf:k"``: pairs with ``max(i, j) < k`` (``k*k`` bases);
-        * ``"energy_l1:r"`` / ``"energy_l2:r"``: the ``r`` pairs whose
-          coefficients have the largest L1 norm / sum of squares over
-          ``calibration``;
-        * explicit distinct ``(i, j)`` pairs, or a :class:`BasisSet` (returned
-          as is after checking its patch size).
-
-        ``k > n`` clips to the full ``n x n`` square.
-    calibration : array, optional
-        Needed by the energy specs.  Either a precomputed ``(n, n)`` score map
-        (``score[i, j]`` for basis ``(i, j)``), or data: tokens ``(B, e + h*w, C)``
-        on ``grid`` (``layout="tokens"``) or maps ``(B, C, H, W)``
-        (``layout="nchw"``), padded and cut into patches as in
-        :func:`~lbpcore.project`.
-    grid : (int, int), optional
-        Token grid ``(h, w)`` of token calibration data.
-    extra_tokens : int, optional
-        Leading non-grid tokens of token calibration data (ignored for scoring).
-    pad : {"reflect", "zero", "none"}, optional
-        Padding of calibration data (default ``"reflect"``).
-    layout : {"tokens", "nchw"}, optional
-        Layout of calibration data.
-
-    Returns
-    -------
-    BasisSet
-
-    Raises
-    ------
-    ValueError
-        On an unknown or malformed spec (``"lp_l1:0"``, ``"lp_l1:x"``), an
-        energy rank above ``n*n``, out-of-range or duplicated pairs, an energy
-        spec without calibration, or calibration of the wrong shape.
-
-    Notes
-    -----
-    Energy rankings break ties toward lower ``(i + j, i, j)``, so a constant
-    score map yields the same set as the low-pass order.  The energy ranking
-    maximizes the summed score of the selected set (the scores are additive),
-    so ``energy_l2:r`` keeps the most calibration energy of any ``r`` bases.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lbpcore import select_bases
-    >>> select_bases(8, "lp_l1:6").rank
-    21
-    >>> select_bases(8, "lp_linf:2").indices.tolist()
-    [[0, 0], [0, 1], [1, 0], [1, 1]]
-    >>> score = np.zeros((4, 4)); score[3, 2] = 5.0; score[0, 1] = 1.0
-    >>> select_bases(4, "energy_l2:2", calibration=score).indices.tolist()
-    [[0, 1], [3, 2]]
+    ``spec`` is a :class:`BasisSet` (its patch size checked), explicit ``(i, j)``
+    pairs or a low-pass string (see :func:`~lbpcore.select_bases`).  Energy specs
+    raise :class:`ValueError`: they need :func:`~lbpcore.select_bases` with
+    calibration data.
     """
     n = check_power_of_two(n, "n")
     if isinstance(spec, BasisSet):
@@ -305,69 +255,15 @@ def select_bases(n, spec, *, calibration=None, grid=None, extra_tokens=0, pad="r
         return spec
     if not isinstance(spec, str):
         return BasisSet.from_indices(n, spec)
-    kind, value = _parse_spec(spec, n)
-    canon = _canonical_order(n)
-    label = f"{kind}:{value}"
+    if spec.split(":")[0].strip().startswith("energy"):
+        raise ValueError(
+            f"bases {spec!r} needs calibration data: call select_bases(n, {spec!r}, "
+            "calibration=...) and pass the BasisSet"
+        )
+    kind, value = parse_spec(spec, n)
+    canon = canonical_order(n)
     if kind == "lp_l1":
         sel = canon[canon.sum(axis=1) < value]
-        return BasisSet(n, tuple(map(tuple, sel.tolist())), label)
-    if kind == "lp_linf":
+    else:  # lp_linf
         sel = canon[canon.max(axis=1) < value]
-        return BasisSet(n, tuple(map(tuple, sel.tolist())), label)
-    if calibration is None:
-        raise ValueError(f"spec {spec!r} ranks bases by energy and needs calibration= data or an (n, n) score map")
-    score = _score_map(calibration, n, kind, grid=grid, extra_tokens=extra_tokens, pad=pad, layout=layout)
-    flat = score[canon[:, 0], canon[:, 1]]
-    if not np.all(np.isfinite(flat)):
-        raise ValueError("calibration scores must be finite (found NaN or inf)")
-    # stable sort on -score keeps canonical order among ties
-    order = np.argsort(-flat, kind="stable")[:value]
-    sel = canon[order]
-    return BasisSet(n, tuple(map(tuple, sel.tolist())), label)
-
-
-def _score_map(calibration, n, kind, *, grid, extra_tokens, pad, layout):
-    xp, cal = as_float_array(calibration, "calibration")
-    if cal.ndim == 2:
-        if tuple(cal.shape) != (n, n):
-            raise ValueError(f"calibration score map must have shape ({n}, {n}), got {tuple(cal.shape)}")
-        return _to_numpy(xp, cal).astype(np.float64)
-    expected_ndim = 3 if layout == "tokens" else 4
-    if cal.ndim != expected_ndim:
-        raise ValueError(
-            f"calibration must be an ({n}, {n}) score map or data of shape "
-            f"{'(B, L, C)' if layout == 'tokens' else '(B, C, H, W)'} for layout={layout!r}, "
-            f"got shape {tuple(cal.shape)}"
-        )
-    from ._patches import project  # noqa: PLC0415 - avoid import cycle
-
-    full = BasisSet(n, tuple(map(tuple, _canonical_order(n).tolist())), "full")
-    coef = project(cal, grid=grid, patch=n, bases=full, pad=pad, extra_tokens=extra_tokens, layout=layout)
-    r_axis = 2 if layout == "tokens" else 3
-    other = tuple(a for a in range(coef.ndim) if a != r_axis)
-    if kind == "energy_l2":
-        s = xp.sum(coef * coef, axis=other)
-    else:
-        s = xp.sum(xp.abs(coef), axis=other)
-    s = _to_numpy(xp, s).astype(np.float64)
-    out = np.zeros((n, n))
-    idx = full.indices
-    out[idx[:, 0], idx[:, 1]] = s
-    return out
-
-
-def _to_numpy(xp, a):
-    from ._backend import is_numpy  # noqa: PLC0415
-
-    if is_numpy(xp):
-        return np.asarray(a)
-    if hasattr(a, "get"):  # CuPy
-        return a.get()
-    try:
-        return np.from_dlpack(a)
-    except Exception:
-        cpu = getattr(xp, "__array_namespace_info__", None)
-        if cpu is not None:
-            dev = cpu().default_device()
-            return np.from_dlpack(a.to_device(dev))
-        raise
+    return BasisSet(n, tuple(map(tuple, sel.tolist())), f"{kind}:{value}")

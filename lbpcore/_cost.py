@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ._patches import LAYOUTS, make_plan
-from ._validation import check_choice, check_int
+from ._patches import plan_for, separable_ops
+from ._validation import LAYOUTS, check_choice, check_int
 
 __all__ = ["BackwardCost", "backward_cost"]
 
@@ -86,7 +86,8 @@ class BackwardCost:
 
 
 def _op_flops(op, pre, post):
-    return 2 * pre * post * sum((hi - lo) * m.shape[0] for lo, hi, m in zip(op.lo, op.hi, op.mats))
+    """Flops of a block operator (:class:`~lbpcore._patches._separable.AxisOp`) applied to ``pre x post`` vectors."""
+    return 2 * pre * post * sum((hi - lo) * m.shape[0] for lo, hi, m in zip(op.lo, op.hi, op.mats, strict=True))
 
 
 def backward_cost(x_shape, out_features, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect",
@@ -128,38 +129,24 @@ def backward_cost(x_shape, out_features, *, grid=None, patch=8, bases="lp_l1:6",
     shape = tuple(check_int(s, "x_shape entries", minimum=1) for s in x_shape)
     c_out = check_int(out_features, "out_features", minimum=1)
     itemsize = check_int(itemsize, "itemsize", minimum=1)
-    e = check_int(extra_tokens, "extra_tokens", minimum=0)
+    plan, e = plan_for(shape, grid, patch, bases, pad, extra_tokens, layout, name="x_shape")
+    h, w = plan.grid
     if layout == "tokens":
-        if len(shape) != 3:
-            raise ValueError(f"x_shape must be (B, L, C_in) for layout='tokens', got {shape}")
-        if grid is None:
-            raise ValueError("grid=(h, w) is required for layout='tokens'")
         b, length, c_in = shape
-        plan = make_plan(grid, patch, bases, pad)
-        h, w = plan.grid
-        if length != e + h * w:
-            raise ValueError(f"x_shape has L={length} tokens but extra_tokens + h*w = {e + h * w}")
     else:
-        if len(shape) != 4:
-            raise ValueError(f"x_shape must be (B, C_in, H, W) for layout='nchw', got {shape}")
-        if e:
-            raise ValueError(f"extra_tokens must be 0 for layout='nchw', got {e}")
-        b, c_in, h, w = shape
-        if grid is not None and tuple(grid) != (h, w):
-            raise ValueError(f"grid {tuple(grid)} does not match the spatial shape {(h, w)}")
-        plan = make_plan((h, w), patch, bases, pad)
+        b, c_in = shape[:2]
         length = h * w
     p, r = plan.num_patches, plan.rank
     dense = 4 * b * length * c_in * c_out
     gemm = 4 * b * (p * r + e) * c_in * c_out
-    oph, opw, rh, rw = plan.ops()
-    ki, kj = plan.rect
+    ops = separable_ops(plan)
+    ki_rows = b * plan.patches[0] * plan.rect[0]  # rows of the (B*ph*k_i, ...) intermediate
 
     def proj(c):
-        return _op_flops(oph, b, w * c) + _op_flops(opw, b * plan.patches[0] * ki, c)
+        return _op_flops(ops.project_rows, b, w * c) + _op_flops(ops.project_cols, ki_rows, c)
 
     def rec(c):
-        return _op_flops(rw, b * plan.patches[0] * ki, c) + _op_flops(rh, b, w * c)
+        return _op_flops(ops.reconstruct_cols, ki_rows, c) + _op_flops(ops.reconstruct_rows, b, w * c)
 
     projection = proj(c_in) + proj(c_out) + rec(c_in)
     return BackwardCost(

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from array_api_compat import size
 
 from ._backend import common_namespace
-from ._bases import BasisSet
-from ._patches import (
-    LAYOUTS,
-    check_nchw,
-    check_tokens,
-    make_plan,
-    project_raw,
-    reconstruct_raw,
-    resolve_grid,
-)
-from ._validation import check_choice
+from ._bases import BasisSet, as_basis
+from ._patches import PatchPlan, make_plan, plan_for, project_raw, reconstruct_raw
+from ._validation import LAYOUTS, check_choice, check_grad_y, check_layer_input, check_weight, require_grid
 
 __all__ = ["Gradients", "linear", "dense_backward", "lbp_backward", "LBPLinear"]
 
@@ -49,40 +42,6 @@ class Gradients:
 
     def __iter__(self):
         return iter((self.grad_x, self.grad_weight, self.grad_bias))
-
-
-def _check_weight(weight, bias):
-    if weight.ndim != 2:
-        raise ValueError(f"weight must have shape (C_out, C_in), got {tuple(weight.shape)}")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"bias must have shape (C_out,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
-
-
-def _check_x(x, weight, layout, name="x"):
-    c_in = weight.shape[1]
-    if layout == "tokens":
-        if x.ndim < 1 or x.shape[-1] != c_in:
-            raise ValueError(
-                f"{name} must have shape (..., C_in) with C_in = weight.shape[1] = {c_in}, got {tuple(x.shape)}"
-            )
-    else:
-        if x.ndim != 4 or x.shape[1] != c_in:
-            raise ValueError(
-                f"{name} must have shape (B, C_in, H, W) with C_in = weight.shape[1] = {c_in}, got {tuple(x.shape)}"
-            )
-
-
-def _check_grad_y(x, weight, grad_y, layout):
-    c_out = weight.shape[0]
-    if layout == "tokens":
-        expected = tuple(x.shape[:-1]) + (c_out,)
-    else:
-        expected = (x.shape[0], c_out) + tuple(x.shape[2:])
-    if tuple(grad_y.shape) != expected:
-        raise ValueError(
-            f"grad_y must have shape {expected} (x's batch and grid shape, C_out = weight.shape[0]), "
-            f"got {tuple(grad_y.shape)}"
-        )
 
 
 def linear(x, weight, bias=None, *, layout="tokens"):
@@ -119,8 +78,8 @@ def linear(x, weight, bias=None, *, layout="tokens"):
     """
     check_choice(layout, "layout", LAYOUTS)
     xp, (x, weight, bias) = common_namespace([("x", x), ("weight", weight), ("bias", bias)])
-    _check_weight(weight, bias)
-    _check_x(x, weight, layout)
+    check_weight(weight.shape, None if bias is None else bias.shape)
+    check_layer_input(x.shape, weight.shape, layout)
     c_out, c_in = weight.shape
     if layout == "tokens":
         lead = tuple(x.shape[:-1])
@@ -148,9 +107,9 @@ def _validated(x, weight, grad_y, bias, layout):
     xp, (x, weight, grad_y, bias) = common_namespace(
         [("x", x), ("weight", weight), ("grad_y", grad_y), ("bias", bias)]
     )
-    _check_weight(weight, bias)
-    _check_x(x, weight, layout)
-    _check_grad_y(x, weight, grad_y, layout)
+    check_weight(weight.shape, None if bias is None else bias.shape)
+    check_layer_input(x.shape, weight.shape, layout)
+    check_grad_y(x.shape, weight.shape[0], grad_y.shape, layout)
     return xp, x, weight, grad_y, bias
 
 
@@ -210,60 +169,41 @@ def dense_backward(x, weight, grad_y, *, bias=None, layout="tokens"):
     return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, layout))
 
 
-def _lbp_plan(x, grid, patch, bases, pad, extra_tokens, layout):
-    g = resolve_grid(x, grid, layout)
-    plan = make_plan(g, patch, bases, pad)
-    if layout == "tokens":
-        e = check_tokens(x, plan.grid, extra_tokens)
-    else:
-        check_nchw(x, g, extra_tokens)
-        e = 0
-    return plan, e
+class _Saved(NamedTuple):
+    """What :class:`LBPLinear` keeps between forward and backward."""
+
+    coefficients: Any  # (B, e + M, C_in), see _saved_coefficients
+    x_shape: tuple
+    extra_tokens: int
 
 
-def _lbp_grads(xp, saved, weight, grad_y, plan, e, layout, reuse=False):
-    """Gradients ``(grad_weight, grad_x)`` from the saved coefficients.
+def _saved_coefficients(xp, x, plan: PatchPlan, e: int, layout: str):
+    """``(B, e + M, C_in)``: the extra tokens of ``x``, then its coefficients (a new array)."""
+    return project_raw(xp, x, plan, layout, e, keep_extra=True, any_order=True)[1]
 
-    ``saved`` is a one-element list holding the ``(B, e + M, C_in)`` array of the
-    extra tokens followed by the coefficients of ``x`` (see ``project_raw``); it is
-    emptied as soon as ``grad_weight`` no longer needs it, so that a caller that
-    passes its only reference frees it before ``grad_x`` is allocated; with
-    ``reuse=True`` (the caller owns it) its buffer receives ``grad_x``'s coefficients.
 
-    Both GEMMs run once over the ``B * (e + M)`` rows: the extra tokens ride along
-    with the coefficients, exact.  The peak temporary memory is the larger of
+def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: str, *, overwrite_xs: bool):
+    """``grad_weight`` and the coefficients of ``grad_x``, ``(B, e + M, C_in)``, from the saved ``xs``.
+
+    Both GEMMs run once over the ``B * (e + M)`` rows of :func:`_saved_coefficients`:
+    the extra tokens ride along with the coefficients, exact.  With
+    ``overwrite_xs=True`` (``xs`` is dead after this call) ``grad_x``'s coefficients
+    take ``xs``'s buffer when it is a writeable contiguous NumPy array, which saves
+    an allocation (and its page faults) and peak memory.  A caller that drops its
+    own reference to ``xs`` on return frees it before the reconstruction of ``grad_x``
+    allocates ``grad_x``: the peak temporary memory is then the larger of
     ``xs + gs``, ``gs + gxs`` and ``gxs + grad_x`` (plus ``grad_weight``).
     """
     c_out, c_in = weight.shape
     n2 = plan.patch * plan.patch
-    _, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / n2, keep_extra=True, order="internal")
+    _, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / n2, keep_extra=True, any_order=True)
     b, rows, _ = gs.shape
     gs2 = xp.reshape(gs, (b * rows, c_out))
-    xs = saved.pop()
     xs2 = xp.reshape(xs, (b * rows, c_in))
     gw = xp.matmul(gs2.T, xs2)
-    if reuse and isinstance(xs, np.ndarray) and xs.flags.c_contiguous and xs.flags.writeable:
-        # x's coefficients are dead: grad_x's coefficients (same shape) take their
-        # buffer, which saves an allocation (and its page faults) and peak memory
-        gxs = np.matmul(gs2, weight, out=xs2).reshape(b, rows, c_in)
-    else:
-        gxs = xp.reshape(xp.matmul(gs2, weight), (b, rows, c_in))
-    del xs, xs2, gs, gs2
-    if layout != "tokens":
-        return gw, reconstruct_raw(xp, gxs, plan, layout, order="internal")
-    h, w = plan.grid
-    if isinstance(gxs, np.ndarray):
-        gx = np.empty((b, e + h * w, c_in), dtype=gxs.dtype)
-        if e:
-            gx[:, :e] = gxs[:, :e]
-            reconstruct_raw(xp, gxs[:, e:], plan, layout, out=gx[:, e:], order="internal")
-        else:
-            reconstruct_raw(xp, gxs, plan, layout, out=gx, order="internal")
-        return gw, gx
-    if e:
-        return gw, xp.concat([gxs[:, :e, :], reconstruct_raw(xp, gxs[:, e:, :], plan, layout, order="internal")],
-                             axis=1)
-    return gw, reconstruct_raw(xp, gxs, plan, layout, order="internal")
+    if overwrite_xs and isinstance(xs, np.ndarray) and xs.flags.c_contiguous and xs.flags.writeable:
+        return gw, np.matmul(gs2, weight, out=xs2).reshape(b, rows, c_in)
+    return gw, xp.reshape(xp.matmul(gs2, weight), (b, rows, c_in))
 
 
 def lbp_backward(
@@ -346,11 +286,11 @@ def lbp_backward(
     (2, 64, 5)
     """
     xp, x, weight, grad_y, bias = _validated(x, weight, grad_y, bias, layout)
-    plan, e = _lbp_plan(x, grid, patch, bases, pad, extra_tokens, layout)
-    _, xs = project_raw(xp, x, plan, layout, e, keep_extra=True, order="internal")
-    saved = [xs]
-    del xs
-    gw, gx = _lbp_grads(xp, saved, weight, grad_y, plan, e, layout, reuse=True)
+    plan, e = plan_for(tuple(x.shape), grid, patch, bases, pad, extra_tokens, layout)
+    xs = _saved_coefficients(xp, x, plan, e, layout)
+    gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, plan, e, layout, overwrite_xs=True)
+    del xs  # dead (its buffer may hold gxs): freed before grad_x is allocated
+    gx = reconstruct_raw(xp, gxs, plan, layout, extra_tokens=e, any_order=True)
     return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, layout))
 
 
@@ -398,11 +338,10 @@ class LBPLinear:
                  extra_tokens=0, layout="tokens"):
         check_choice(layout, "layout", LAYOUTS)
         self._xp, (self.weight, self.bias) = common_namespace([("weight", weight), ("bias", bias)])
-        _check_weight(self.weight, self.bias)
+        check_weight(self.weight.shape, None if self.bias is None else self.bias.shape)
         self.layout = layout
         self.extra_tokens = extra_tokens
-        if layout == "tokens" and grid is None:
-            raise ValueError("grid=(h, w) is required for layout='tokens'")
+        require_grid(grid, layout)
         self._grid = grid
         self._patch = patch
         self._bases = bases
@@ -412,10 +351,9 @@ class LBPLinear:
 
     @property
     def basis(self) -> BasisSet:
+        """The selected bases."""
         if self.plan is None:
-            from ._bases import select_bases  # noqa: PLC0415
-
-            return select_bases(self._patch, self._bases)
+            return as_basis(self._patch, self._bases)
         return self.plan.basis
 
     def forward(self, x):
@@ -431,19 +369,18 @@ class LBPLinear:
         """
         y = linear(x, self.weight, self.bias, layout=self.layout)
         xp, (x,) = common_namespace([("x", x)])
-        plan, e = _lbp_plan(x, self._grid, self._patch, self._bases, self._pad, self.extra_tokens, self.layout)
-        self.plan = plan
-        _, xs = project_raw(xp, x, plan, self.layout, e, keep_extra=True, order="internal")  # new array, no view of x
-        self._saved = (xs, tuple(x.shape), e)
+        self.plan, e = plan_for(tuple(x.shape), self._grid, self._patch, self._bases, self._pad, self.extra_tokens,
+                                self.layout)
+        self._saved = _Saved(_saved_coefficients(xp, x, self.plan, e, self.layout), tuple(x.shape), e)
         return y
 
     @property
     def saved_nbytes(self) -> int:
+        """Bytes held between forward and backward (0 before the first forward)."""
         if self._saved is None:
             return 0
-        xs = self._saved[0]
-        total = xs.size * xs.dtype.itemsize if hasattr(xs.dtype, "itemsize") else _nbytes(xs)
-        return int(total)
+        xs = self._saved.coefficients
+        return int(size(xs) * (self._xp.finfo(xs.dtype).bits // 8))
 
     def backward(self, grad_y):
         """Gradients from the saved coefficients.
@@ -470,18 +407,7 @@ class LBPLinear:
         xp, (weight, grad_y, bias) = common_namespace(
             [("weight", self.weight), ("grad_y", grad_y), ("bias", self.bias)]
         )
-        c_out = weight.shape[0]
-        if self.layout == "tokens":
-            expected = tuple(x_shape[:-1]) + (c_out,)
-        else:
-            expected = (x_shape[0], c_out) + tuple(x_shape[2:])
-        if tuple(grad_y.shape) != expected:
-            raise ValueError(f"grad_y must have shape {expected}, got {tuple(grad_y.shape)}")
-        gw, gx = _lbp_grads(xp, [xs], weight, grad_y, self.plan, e, self.layout)
+        check_grad_y(x_shape, weight.shape[0], grad_y.shape, self.layout)
+        gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, self.plan, e, self.layout, overwrite_xs=False)
+        gx = reconstruct_raw(xp, gxs, self.plan, self.layout, extra_tokens=e, any_order=True)
         return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, self.layout))
-
-
-def _nbytes(a):  # pragma: no cover - namespaces whose dtypes lack itemsize
-    import numpy as np  # noqa: PLC0415
-
-    return a.size * np.dtype(str(a.dtype).split(".")[-1]).itemsize

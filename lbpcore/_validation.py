@@ -1,16 +1,40 @@
-"""Argument checks with error messages that name the argument."""
+"""Argument checks with error messages that name the argument.
+
+The checks of lbpcore's arguments live here, except three that belong to what
+they check: the array type, dtype and device checks of the namespace dispatch
+(:mod:`lbpcore._backend`), the grammar of basis specs and pairs
+(:mod:`lbpcore._bases`) and the ``out=`` array of the NumPy transform engine.
+Checks of arrays take their ``shape`` (a tuple), so that
+:func:`~lbpcore.backward_cost`, which only has shapes, runs the same checks as
+the functions that compute.
+"""
 
 from __future__ import annotations
 
 import operator
 
 __all__ = [
+    "LAYOUTS",
+    "check_axes_pair",
+    "check_calibration",
     "check_choice",
-    "check_int",
-    "check_power_of_two",
-    "normalize_axis",
+    "check_coefficients",
+    "check_grad_y",
     "check_grid",
+    "check_int",
+    "check_layer_input",
+    "check_nchw",
+    "check_padding",
+    "check_power_of_two",
+    "check_tokens",
+    "check_transform_axes",
+    "check_weight",
+    "normalize_axis",
+    "require_grid",
+    "resolve_grid",
 ]
+
+LAYOUTS = ("tokens", "nchw")
 
 
 def check_int(value, name: str, *, minimum: int | None = None) -> int:
@@ -27,6 +51,7 @@ def check_int(value, name: str, *, minimum: int | None = None) -> int:
 
 
 def check_power_of_two(value, name: str) -> int:
+    """Return ``value`` as a Python int that is a power of two, or raise naming ``name``."""
     v = check_int(value, name)
     if v < 1 or (v & (v - 1)) != 0:
         raise ValueError(f"{name} must be a power of two (1, 2, 4, 8, ...), got {v}")
@@ -34,6 +59,7 @@ def check_power_of_two(value, name: str) -> int:
 
 
 def check_choice(value, name: str, choices) -> str:
+    """Return ``value`` if it is one of the strings ``choices``, or raise naming ``name``."""
     if not isinstance(value, str) or value not in choices:
         opts = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {opts}, got {value!r}")
@@ -41,10 +67,30 @@ def check_choice(value, name: str, choices) -> str:
 
 
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
+    """Return ``axis`` in ``[0, ndim)``, or raise naming ``name``."""
     a = check_int(axis, name)
     if not -ndim <= a < ndim:
         raise ValueError(f"{name} {a} is out of range for an array with {ndim} dimension(s)")
     return a % ndim
+
+
+def check_transform_axes(shape, axes, name: str = "x") -> list[int]:
+    """Normalized ``axes`` of an array of ``shape``: distinct, in range, of power-of-two lengths."""
+    ndim = len(shape)
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
+    norm_axes = [normalize_axis(a, ndim, "axis" if len(axes) == 1 else "axes") for a in axes]
+    if len(set(norm_axes)) != len(norm_axes):
+        raise ValueError(f"axes must be distinct, got {tuple(axes)}")
+    for a in norm_axes:
+        check_power_of_two(shape[a], f"length of {name} along axis {a}")
+    return norm_axes
+
+
+def check_axes_pair(axes) -> None:
+    """Raise unless ``axes`` is a sequence of two entries (their values are checked later)."""
+    if isinstance(axes, str) or not hasattr(axes, "__len__") or len(axes) != 2:
+        raise ValueError(f"axes must be a pair of distinct axes, got {axes!r}")
 
 
 def check_grid(grid, name: str = "grid") -> tuple[int, int]:
@@ -56,3 +102,140 @@ def check_grid(grid, name: str = "grid") -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ValueError(f"{name} must be a pair (h, w) of positive integers, got {(h, w)!r}")
     return h, w
+
+
+# ---------------------------------------------------------------------------
+# token grids and feature maps
+
+
+def check_padding(pad: str, patch: int, side: str, length: int, before: int, after: int) -> None:
+    """Raise if ``pad`` cannot pad a grid side of ``length`` by ``before`` and ``after`` samples."""
+    if pad == "none" and before + after:
+        raise ValueError(
+            f'pad="none" needs the patch size {patch} to divide the {side} {length}; '
+            f'use pad="reflect" or pad="zero"'
+        )
+    if pad == "reflect" and max(before, after) >= length:
+        raise ValueError(
+            f"reflect padding of {max(before, after)} is wider than the {side} {length} allows "
+            f"(patch {patch}); use a smaller patch or pad=\"zero\""
+        )
+
+
+def check_tokens(shape, grid, extra_tokens, name: str = "x") -> int:
+    """Validate a tokens shape ``(B, L, C)`` against ``L == e + h*w``; return ``e``."""
+    if len(shape) != 3:
+        raise ValueError(f"{name} must have shape (B, L, C) for layout='tokens', got {tuple(shape)}")
+    e = check_int(extra_tokens, "extra_tokens")
+    if e < 0:
+        raise ValueError(f"extra_tokens must be >= 0, got {e}")
+    length = shape[1]
+    if e > length:
+        raise ValueError(f"extra_tokens={e} exceeds the {length} tokens of {name}")
+    h, w = grid
+    if length != e + h * w:
+        raise ValueError(
+            f"{name} has L={length} tokens but extra_tokens + h*w = {e} + {h}*{w} = {e + h * w} "
+            f"for grid {grid}"
+        )
+    return e
+
+
+def check_nchw(shape, grid, extra_tokens, name: str = "x") -> tuple[int, int]:
+    """Validate a feature-map shape ``(B, C, H, W)`` (no extra tokens); return the grid ``(H, W)``.
+
+    ``grid``, when given, must equal ``(H, W)``.
+    """
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W) for layout='nchw', got {tuple(shape)}")
+    e = check_int(extra_tokens, "extra_tokens")
+    if e != 0:
+        raise ValueError(f"extra_tokens must be 0 for layout='nchw', got {e}")
+    hw = (int(shape[2]), int(shape[3]))
+    if grid is None:
+        return hw
+    g = check_grid(grid)
+    if g != hw:
+        raise ValueError(f"grid {g} does not match the spatial shape {hw} of {name}")
+    return g
+
+
+def check_coefficients(shape, num_patches: int, rank: int, layout: str) -> None:
+    """Raise unless ``coef`` is ``(B, P, r, C)`` (tokens) or ``(B, C, P, r)`` (nchw)."""
+    if len(shape) != 4:
+        raise ValueError(f"coef must be 4-D, got shape {tuple(shape)}")
+    if layout == "tokens" and tuple(shape[1:3]) != (num_patches, rank):
+        raise ValueError(
+            f"coef must have shape (B, {num_patches}, {rank}, C) for this plan, got {tuple(shape)}"
+        )
+    if layout == "nchw" and tuple(shape[2:]) != (num_patches, rank):
+        raise ValueError(
+            f"coef must have shape (B, C, {num_patches}, {rank}) for this plan, got {tuple(shape)}"
+        )
+
+
+def check_calibration(shape, n: int, layout: str) -> None:
+    """Raise unless calibration data is an ``(n, n)`` score map or data of ``layout``."""
+    if len(shape) == 2:
+        if tuple(shape) != (n, n):
+            raise ValueError(f"calibration score map must have shape ({n}, {n}), got {tuple(shape)}")
+        return
+    if len(shape) != (3 if layout == "tokens" else 4):
+        raise ValueError(
+            f"calibration must be an ({n}, {n}) score map or data of shape "
+            f"{'(B, L, C)' if layout == 'tokens' else '(B, C, H, W)'} for layout={layout!r}, "
+            f"got shape {tuple(shape)}"
+        )
+
+
+def require_grid(grid, layout: str) -> None:
+    """Raise if ``grid`` is missing for the tokens layout (NCHW maps carry their grid)."""
+    if layout == "tokens" and grid is None:
+        raise ValueError("grid=(h, w) is required for layout='tokens'")
+
+
+def resolve_grid(shape, grid, layout: str, name: str = "x") -> tuple[int, int]:
+    """The grid of an input of ``shape``: ``grid`` (tokens, required) or the spatial shape (nchw)."""
+    if layout == "nchw":
+        return check_nchw(shape, grid, 0, name)
+    require_grid(grid, layout)
+    return check_grid(grid)
+
+
+# ---------------------------------------------------------------------------
+# linear layers
+
+
+def check_weight(weight_shape, bias_shape=None) -> None:
+    """Raise unless the weight is ``(C_out, C_in)`` and the bias, if any, ``(C_out,)``."""
+    if len(weight_shape) != 2:
+        raise ValueError(f"weight must have shape (C_out, C_in), got {tuple(weight_shape)}")
+    if bias_shape is not None and tuple(bias_shape) != (weight_shape[0],):
+        raise ValueError(f"bias must have shape (C_out,) = ({weight_shape[0]},), got {tuple(bias_shape)}")
+
+
+def check_layer_input(shape, weight_shape, layout: str, name: str = "x") -> None:
+    """Raise unless ``shape`` is ``(..., C_in)`` (tokens) or ``(B, C_in, H, W)`` (nchw)."""
+    c_in = weight_shape[1]
+    if layout == "tokens":
+        if len(shape) < 1 or shape[-1] != c_in:
+            raise ValueError(
+                f"{name} must have shape (..., C_in) with C_in = weight.shape[1] = {c_in}, got {tuple(shape)}"
+            )
+    elif len(shape) != 4 or shape[1] != c_in:
+        raise ValueError(
+            f"{name} must have shape (B, C_in, H, W) with C_in = weight.shape[1] = {c_in}, got {tuple(shape)}"
+        )
+
+
+def check_grad_y(x_shape, c_out: int, grad_y_shape, layout: str) -> None:
+    """Raise unless ``grad_y`` has the layer output's shape: ``x``'s with ``C_out`` channels."""
+    if layout == "tokens":
+        expected = tuple(x_shape[:-1]) + (c_out,)
+    else:
+        expected = (x_shape[0], c_out) + tuple(x_shape[2:])
+    if tuple(grad_y_shape) != expected:
+        raise ValueError(
+            f"grad_y must have shape {expected} (x's batch and grid shape, C_out = weight.shape[0]), "
+            f"got {tuple(grad_y_shape)}"
+        )

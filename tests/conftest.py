@@ -1,22 +1,18 @@
-"""Shared fixtures, hypothesis profiles and *independent* NumPy oracles.
+"""Fixtures and hypothesis profiles only.
 
-The oracles below are written straight from ``SPEC.md`` with dense NumPy
-products and share no code with :mod:`lbpcore` (nor with
-:mod:`lbpcore.testing`): Walsh matrices come from Sylvester's recursion and a
-sign-change sort, padding from ``numpy.pad`` with the SPEC's split of the pad
-widths, and the LBP-WHT backward from an explicit per-patch projector
-``P = B^T B / n^2``.  Test modules import them with ``from conftest import ...``
-(``tests/`` has no ``__init__.py``, so pytest puts it on ``sys.path``).
+The independent oracles are in ``oracles.py``, the tolerance table in
+``tolerances.py`` (``from oracles import ...``: ``tests/`` has no
+``__init__.py``, so pytest puts it on ``sys.path``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import zlib
 
 import numpy as np
 import pytest
+from array_api_compat import array_namespace, device
 from hypothesis import HealthCheck, settings
 
 # --------------------------------------------------------------------------
@@ -39,279 +35,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-# --------------------------------------------------------------------------
-# tolerances
-# --------------------------------------------------------------------------
-
-#: (rtol, atol) used when comparing a library result with a float64 oracle
-#: evaluated at the same precision as the library input.  float32 results are
-#: sums of at most a few thousand terms of O(1) size; 2e-5 relative / 2e-5
-#: absolute (on unit-scale data) is ~170 ulp and has ample margin.
-TOL = {
-    np.dtype(np.float32): (2e-5, 2e-5),
-    np.dtype(np.float64): (1e-12, 1e-12),
-}
-
-FLOAT_DTYPES = (np.float32, np.float64)
-ORDERINGS = ("natural", "sequency", "dyadic")
-NORMS = ("backward", "ortho", "forward")
-PATCHES = (1, 2, 4, 8, 16)
-
-
-def tol(dtype, scale=1.0):
-    """(rtol, atol) for ``dtype``; atol scaled by the data's magnitude ``scale``."""
-    rtol, atol = TOL[np.dtype(dtype)]
-    return rtol, atol * scale
-
-
-def assert_allclose_dtype(actual, desired, dtype=None, scale=None, err_msg=""):
-    """``numpy.testing.assert_allclose`` with the per-dtype tolerances above.
-
-    ``scale`` defaults to ``max(1, max|desired|)`` so that the absolute part
-    tracks the magnitude of the data (cancellation makes some entries tiny).
-    """
-    actual = np.asarray(actual)
-    desired = np.asarray(desired)
-    if dtype is None:
-        dtype = actual.dtype
-    if scale is None:
-        scale = max(1.0, float(np.max(np.abs(desired)))) if desired.size else 1.0
-    rtol, atol = tol(dtype, scale)
-    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol, err_msg=err_msg)
-
-
-# --------------------------------------------------------------------------
-# independent oracles (SPEC sections 1-5)
-# --------------------------------------------------------------------------
-
-
-def sylvester(n: int) -> np.ndarray:
-    """Natural-order Hadamard matrix by Sylvester's recursion (int64)."""
-    h = np.ones((1, 1), dtype=np.int64)
-    while h.shape[0] < n:
-        h = np.block([[h, h], [h, -h]])
-    assert h.shape == (n, n)
-    return h
-
-
-def sign_changes(row) -> int:
-    row = np.asarray(row)
-    return int(np.count_nonzero(row[1:] != row[:-1]))
-
-
-def bit_reverse(i: int, bits: int) -> int:
-    if bits == 0:
-        return 0
-    return int(format(i, f"0{bits}b")[::-1], 2)
-
-
-def walsh_oracle(n: int, ordering: str = "sequency") -> np.ndarray:
-    """Walsh matrix from the SPEC definitions (int64)."""
-    h = sylvester(n)
-    if ordering == "natural":
-        return h
-    if ordering == "sequency":
-        counts = [sign_changes(r) for r in h]
-        assert sorted(counts) == list(range(n))
-        return h[np.argsort(counts, kind="stable")]
-    if ordering == "dyadic":
-        bits = n.bit_length() - 1
-        return h[[bit_reverse(s, bits) for s in range(n)]]
-    raise AssertionError(ordering)
-
-
-def norm_scale(n: int, norm: str, inverse: bool = False) -> float:
-    if norm == "ortho":
-        return 1.0 / math.sqrt(n)
-    if norm == "backward":
-        return 1.0 / n if inverse else 1.0
-    if norm == "forward":
-        return 1.0 if inverse else 1.0 / n
-    raise AssertionError(norm)
-
-
-def fwht_oracle(x, axis=-1, ordering="sequency", norm="backward", inverse=False):
-    """Dense ``scale * M @ x`` along ``axis`` in float64 (a naive oracle)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[axis]
-    m = walsh_oracle(n, ordering).astype(np.float64) * norm_scale(n, norm, inverse)
-    moved = np.moveaxis(x, axis, -1)
-    return np.moveaxis(moved @ m.T, -1, axis)
-
-
-def pad_widths(size: int, n: int) -> tuple[int, int]:
-    """(before, after) padding of one grid axis of length ``size`` (SPEC 4)."""
-    total = -(-size // n) * n - size
-    before = -(-total // 2)
-    return before, total - before
-
-
-def reflect_ok(grid, n) -> bool:
-    """Whether a single mirror (numpy's reflect, edge not repeated) fits."""
-    return all(max(pad_widths(s, n)) <= s - 1 for s in grid)
-
-
-def draw_grid_and_pad(draw, st, n, divisible, max_side):
-    """Draw ``(h, w, pad)`` for patch ``n``: a divisible or arbitrary grid and a padding it allows."""
-    if divisible is None:
-        divisible = draw(st.booleans())
-    if divisible:
-        h = n * draw(st.integers(1, max(1, max_side // n)))
-        w = n * draw(st.integers(1, max(1, max_side // n)))
-    else:
-        h = draw(st.integers(1, max_side))
-        w = draw(st.integers(1, max_side))
-    pads = ["reflect", "zero"] + (["none"] if h % n == 0 and w % n == 0 else [])
-    pad = draw(st.sampled_from(pads))
-    if pad == "reflect" and not reflect_ok((h, w), n):
-        pad = "zero"
-    return h, w, pad
-
-
-def pad_oracle(a, grid_axes, n, pad):
-    """Pad the two ``grid_axes`` of ``a`` to multiples of ``n`` per SPEC 4."""
-    widths = [(0, 0)] * a.ndim
-    for ax in grid_axes:
-        widths[ax] = pad_widths(a.shape[ax], n)
-    if pad == "reflect":
-        for ax in grid_axes:
-            assert max(widths[ax]) <= a.shape[ax] - 1, "oracle: reflect too wide"
-        return np.pad(a, widths, mode="reflect")
-    if pad == "zero":
-        return np.pad(a, widths, mode="constant")
-    if pad == "none":
-        assert all(w == (0, 0) for w in widths)
-        return a.copy()
-    raise AssertionError(pad)
-
-
-def basis_images_oracle(n, indices) -> np.ndarray:
-    w = walsh_oracle(n, "sequency").astype(np.float64)
-    return np.stack([np.outer(w[i], w[j]) for i, j in indices]).reshape(len(indices), n, n)
-
-
-def patch_projector_oracle(n, indices) -> np.ndarray:
-    """``(n*n, n*n)`` orthogonal projector onto the selected images of one patch."""
-    b = basis_images_oracle(n, indices).reshape(len(indices), n * n)
-    return b.T @ b / n**2
-
-
-def lp_l1_oracle(n, k):
-    return sorted(
-        ((i, j) for i in range(n) for j in range(n) if i + j < k), key=lambda p: (p[0] + p[1], p[0], p[1])
-    )
-
-
-def lp_linf_oracle(n, k):
-    return sorted(
-        ((i, j) for i in range(n) for j in range(n) if max(i, j) < k), key=lambda p: (p[0] + p[1], p[0], p[1])
-    )
-
-
-def _to_patches(a, n):
-    """(B, Hp, Wp, C) -> (B, ph, pw, n*n, C), patches row-major."""
-    b, hp, wp, c = a.shape
-    ph, pw = hp // n, wp // n
-    return a.reshape(b, ph, n, pw, n, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, n * n, c)
-
-
-def _from_patches(a, n):
-    b, ph, pw, _, c = a.shape
-    return a.reshape(b, ph, pw, n, n, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, ph * n, pw * n, c)
-
-
-def tokens_from_nchw(a):
-    b, c, h, w = a.shape
-    return np.ascontiguousarray(a.reshape(b, c, h * w).transpose(0, 2, 1))
-
-
-def nchw_from_tokens(a, grid):
-    b, l, c = a.shape
-    h, w = grid
-    return np.ascontiguousarray(a.transpose(0, 2, 1).reshape(b, c, h, w))
-
-
-def coefficients_oracle(x, *, grid, n, indices, pad="reflect", extra_tokens=0):
-    """Coefficients c_ij of tokens ``x`` (B, e + h*w, C) -> (B, P, r, C)."""
-    x = np.asarray(x, dtype=np.float64)
-    h, w = grid
-    b, _, c = x.shape
-    g = x[:, extra_tokens:].reshape(b, h, w, c)
-    gp = pad_oracle(g, (1, 2), n, pad)
-    patches = _to_patches(gp, n)  # (B, ph, pw, n*n, C)
-    bm = basis_images_oracle(n, indices).reshape(len(indices), n * n)
-    coef = np.einsum("ru,bpquc->bpqrc", bm, patches)
-    return coef.reshape(b, -1, len(indices), c)
-
-
-def projector_apply_oracle(x, *, grid, n, indices, pad="reflect", extra_tokens=0):
-    """Tokens (B, e + h*w, C): grid part -> crop(P pad(x)); extra tokens unchanged."""
-    x = np.asarray(x, dtype=np.float64)
-    h, w = grid
-    b, _, c = x.shape
-    g = x[:, extra_tokens:].reshape(b, h, w, c)
-    gp = pad_oracle(g, (1, 2), n, pad)
-    pp = patch_projector_oracle(n, indices)
-    proj = _from_patches(np.einsum("uv,bpqvc->bpquc", pp, _to_patches(gp, n)), n)
-    top, _ = pad_widths(h, n)
-    left, _ = pad_widths(w, n)
-    crop = proj[:, top : top + h, left : left + w]
-    return np.concatenate([x[:, :extra_tokens], crop.reshape(b, h * w, c)], axis=1)
-
-
-def dense_backward_oracle(x, weight, grad_y, *, layout="tokens", bias=False):
-    """SPEC 1, by einsum. Returns (grad_x, grad_weight, grad_bias or None)."""
-    x = np.asarray(x, dtype=np.float64)
-    wt = np.asarray(weight, dtype=np.float64)
-    gy = np.asarray(grad_y, dtype=np.float64)
-    if layout == "nchw":
-        gx = np.einsum("bohw,oi->bihw", gy, wt)
-        gw = np.einsum("bohw,bihw->oi", gy, x)
-        gb = gy.sum(axis=(0, 2, 3)) if bias else None
-    else:
-        gx = np.einsum("blo,oi->bli", gy, wt)
-        gw = np.einsum("blo,bli->oi", gy, x)
-        gb = gy.sum(axis=(0, 1)) if bias else None
-    return gx, gw, gb
-
-
-def lbp_backward_oracle(
-    x, weight, grad_y, *, grid=None, n, indices, pad="reflect", extra_tokens=0, layout="tokens", bias=False
-):
-    """SPEC 5 with an explicit per-patch projector (float64).
-
-    ``grad_W = (P pad(gy)).T @ pad(x)`` over the grid plus the dense extra-token
-    part; ``grad_x = crop(P pad(gy)) @ W`` on the grid, dense on extra tokens;
-    ``grad_b`` exact.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    wt = np.asarray(weight, dtype=np.float64)
-    gy = np.asarray(grad_y, dtype=np.float64)
-    if layout == "nchw":
-        grid = x.shape[2:]
-        x, gy = tokens_from_nchw(x), tokens_from_nchw(gy)
-        extra_tokens = 0
-    e = extra_tokens
-    h, w = grid
-    b = x.shape[0]
-    cin, cout = x.shape[2], gy.shape[2]
-    xg = pad_oracle(x[:, e:].reshape(b, h, w, cin), (1, 2), n, pad)
-    gg = pad_oracle(gy[:, e:].reshape(b, h, w, cout), (1, 2), n, pad)
-    pp = patch_projector_oracle(n, indices)
-    pg = np.einsum("uv,bpqvo->bpquo", pp, _to_patches(gg, n))
-    gw = np.einsum("bpquo,bpqui->oi", pg, _to_patches(xg, n))
-    gw = gw + np.einsum("blo,bli->oi", gy[:, :e], x[:, :e])
-    gx_pad = _from_patches(pg, n) @ wt
-    top, _ = pad_widths(h, n)
-    left, _ = pad_widths(w, n)
-    gx_grid = gx_pad[:, top : top + h, left : left + w].reshape(b, h * w, cin)
-    gx = np.concatenate([gy[:, :e] @ wt, gx_grid], axis=1)
-    gb = gy.sum(axis=(0, 1)) if bias else None
-    if layout == "nchw":
-        gx = nchw_from_tokens(gx, grid)
-    return gx, gw, gb
-
 
 # --------------------------------------------------------------------------
 # fixtures
@@ -341,18 +64,13 @@ class Backend:
 
     def to_numpy(self, a):
         if self.name.startswith("array_api_strict"):
-            import array_api_strict
-
-            a = a.to_device(array_api_strict.Device("CPU_DEVICE"))
-            return np.asarray(a)
+            return np.asarray(a.to_device(self.xp.Device("CPU_DEVICE")))
         if self.name == "cupy":
             return a.get()
         return np.asarray(a)
 
     def check_kind(self, result, like):
         """Assert ``result`` has the namespace and device of ``like``."""
-        from array_api_compat import array_namespace, device
-
         assert array_namespace(result) is array_namespace(like), (
             f"{self.name}: result namespace {array_namespace(result).__name__} "
             f"!= input namespace {array_namespace(like).__name__}"
@@ -398,4 +116,5 @@ def backend(request):
 
 @pytest.fixture
 def cupy_backend():
+    """CuPy on the current CUDA device (skips without one)."""
     return _make_backend("cupy")

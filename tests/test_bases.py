@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lbpcore
-from conftest import (
+from oracles import (
     PATCHES,
     basis_images_oracle,
     coefficients_oracle,
+    lbp_backward_oracle,
     lp_l1_oracle,
     lp_linf_oracle,
     reflect_ok,
     walsh_oracle,
 )
+
+import lbpcore
 
 
 def canon_key(p):
@@ -206,7 +207,7 @@ def _oracle_scores(x, grid, n, pad, e, kind):
     coef = coefficients_oracle(x, grid=grid, n=n, indices=everything, pad=pad, extra_tokens=e)  # (B, P, r, C)
     s = (coef**2).sum(axis=(0, 1, 3)) if kind == "energy_l2" else np.abs(coef).sum(axis=(0, 1, 3))
     out = np.zeros((n, n))
-    for (i, j), v in zip(everything, s):
+    for (i, j), v in zip(everything, s, strict=True):
         out[i, j] = v
     return out
 
@@ -255,8 +256,6 @@ def test_images_copy_does_not_poison_cache():
 
 def test_energy_basis_set_drives_lbp_backward(rng):
     """An energy-selected BasisSet is accepted by lbp_backward and matches the oracle."""
-    from conftest import lbp_backward_oracle
-
     x = rng.standard_normal((2, 1 + 49, 3))
     wt = rng.standard_normal((2, 3))
     gy = rng.standard_normal((2, 1 + 49, 2))
@@ -266,5 +265,7 @@ def test_energy_basis_set_drives_lbp_backward(rng):
     np.testing.assert_allclose(g.grad_x, ref[0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(g.grad_weight, ref[1], rtol=1e-10, atol=1e-12)
     # energy_l2 on grad_y keeps at least as much of grad_y's energy as lp_l1 with the same rank
-    kept = lambda bb: float(np.sum(lbpcore.apply_projector(gy, grid=(7, 7), patch=4, bases=bb, extra_tokens=1)[:, 1:] ** 2))  # noqa: E731
+    def kept(bb):
+        return float(np.sum(lbpcore.apply_projector(gy, grid=(7, 7), patch=4, bases=bb, extra_tokens=1)[:, 1:] ** 2))
+
     assert kept(basis) >= kept(lp_l1_oracle(4, 16)[:5]) - 1e-9

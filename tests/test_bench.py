@@ -7,6 +7,7 @@ import json
 import pytest
 
 from analysis import bench
+from analysis.cli import main
 
 
 def test_bench_tiny_writes_valid_json(tmp_path, capsys):
@@ -44,8 +45,6 @@ def test_bench_rejects_unknown_device():
 
 @pytest.mark.slow
 def test_bench_quick_cli(tmp_path):
-    from analysis.cli import main
-
     path = tmp_path / "quick.json"
     assert main(["bench", "--quick", "--json", str(path)]) == 0
     res = json.loads(path.read_text())

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from oracles import lp_l1_oracle
 
 import lbpcore
-from conftest import lp_l1_oracle
 
 
 def test_paper_example_16x16_patch8_lp_l1_6():

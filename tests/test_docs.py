@@ -90,7 +90,8 @@ def parse_blocks(path: Path) -> list[Block]:
         fence, info = m.group("fence"), m.group("info").strip()
         start = i + 1
         i += 1
-        while i < len(lines) and not (lines[i].startswith(fence[0] * len(fence)) and not lines[i].strip(fence[0]).strip()):
+        closing = fence[0] * len(fence)
+        while i < len(lines) and not (lines[i].startswith(closing) and not lines[i].strip(fence[0]).strip()):
             i += 1
         body = "\n".join(lines[start:i])
         i += 1
@@ -122,7 +123,7 @@ RUN_PAGES = [p for p in PAGES if p not in GPU_PAGES and p not in COMPILE_ONLY_PA
 
 def _gpu_available() -> bool:
     try:
-        import cupy
+        import cupy  # noqa: PLC0415 - CuPy is optional
 
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
@@ -143,10 +144,10 @@ def _compile(code: str, path, lineno: int = 1):
 
 def run_page(page: str, tmp_path, monkeypatch):
     """Execute the runnable blocks of ``page``; return the shared namespace."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib is optional (plot extra)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - pyplot only once the Agg backend is chosen
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT))
@@ -260,7 +261,7 @@ def test_conf_builds_offline():
 def test_docs_extra_installs_the_build():
     if sys.version_info < (3, 11):
         pytest.skip("tomllib needs Python 3.11")
-    import tomllib
+    import tomllib  # noqa: PLC0415 - Python 3.11+, skipped above on older versions
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     docs = " ".join(project["optional-dependencies"]["docs"]).lower()

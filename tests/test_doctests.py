@@ -22,6 +22,10 @@ from pathlib import Path
 
 import pytest
 
+import analysis
+import lbpcore
+import lbpcore.testing
+
 ROOT = Path(__file__).resolve().parents[1]
 API_DIR = ROOT / "docs" / "api"
 PACKAGES = ("lbpcore", "analysis")
@@ -47,10 +51,10 @@ MODULES = _modules()
 @pytest.fixture
 def agg(monkeypatch, tmp_path):
     """Agg backend, an empty working directory, and no figure left open."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib is optional (plot extra)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - pyplot only once the Agg backend is chosen
 
     monkeypatch.chdir(tmp_path)
     yield
@@ -87,13 +91,8 @@ def _public_names():
                 seen.add(key)
                 out.append((modname, name, getattr(module, name)))
 
-    import lbpcore
-    import lbpcore.testing
-
     add("lbpcore", lbpcore.__all__)
     add("lbpcore.testing", lbpcore.testing.__all__)
-    import analysis
-
     add("analysis", getattr(analysis, "__all__", ()))
     for modname in MODULES:
         if not modname.startswith("analysis."):
@@ -262,7 +261,7 @@ def test_api_pages_resolve():
 @pytest.mark.parametrize(("modname", "name", "obj"), PUBLIC, ids=PUBLIC_IDS)
 def test_public_name_in_api_reference(modname, name, obj):
     listed = {}
-    for page, dotted in _api_entries():
+    for _page, dotted in _api_entries():
         try:
             listed[id(_resolve(dotted))] = dotted
         except (ImportError, AttributeError):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracles import lbp_backward_oracle, lp_l1_oracle, nchw_from_tokens, tokens_from_nchw
 
 import lbpcore
 import lbpcore.testing as lt
-from conftest import lbp_backward_oracle, lp_l1_oracle, nchw_from_tokens, tokens_from_nchw
 
 DATA = Path(__file__).parent / "data" / "lbp_wht_reference.npz"
 RTOL = 1e-10  # the requirement: 1e-10 relative

@@ -24,10 +24,10 @@ import json
 
 import numpy as np
 import pytest
+from oracles import basis_images_oracle, lp_l1_oracle, pad_oracle, pad_widths
 
 import lbpcore
 from analysis import progress
-from analysis._io import write_csv, write_json
 from analysis.baselines import dct_basis, dct_matrix, klt_basis, random_basis, top_eigenvectors, walsh_basis
 from analysis.errors import (
     ErrorReport,
@@ -37,9 +37,9 @@ from analysis.errors import (
     report_rows,
     subspace_backward,
 )
+from analysis.io import write_csv, write_json
 from analysis.metrics import cosine, energy_fraction, relative_error
 from analysis.spectrum import energy_kept, energy_maps
-from conftest import basis_images_oracle, lp_l1_oracle, pad_oracle, pad_widths
 
 
 def smooth(rng, shape, width=1.5):

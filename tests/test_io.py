@@ -1,4 +1,4 @@
-"""analysis._io (atomic writes, checked array loading) and analysis.progress."""
+"""analysis.io (atomic writes, JSON, figures, tables, checked array loading) and analysis.progress."""
 
 from __future__ import annotations
 
@@ -11,19 +11,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
-from analysis import _io
-from analysis._io import (
+from analysis import io as analysis_io
+from analysis import progress
+from analysis.io import (
     DataError,
     atomic_write_bytes,
     atomic_write_text,
+    figure_bytes,
+    json_text,
     load_array,
+    markdown_table,
     save_figure,
+    text_table,
     to_jsonable,
     write_csv,
+    write_files,
     write_json,
 )
-from analysis import progress
 from analysis.progress import progress_bar
 
 
@@ -89,7 +95,7 @@ def test_failure_in_rename_cleans_up(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("cross-device link")
 
-    monkeypatch.setattr(_io.os, "replace", broken_replace)
+    monkeypatch.setattr(analysis_io.os, "replace", broken_replace)
     with pytest.raises(OSError, match="cross-device"):
         write_json(p, {"a": 1})
     assert listing(tmp_path) == []
@@ -177,8 +183,6 @@ def test_write_csv_round_trip(tmp_path):
 
 
 def test_save_figure_formats_and_failure(tmp_path):
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(2, 2))
     fig.add_subplot().plot([0, 1], [1, 0])
     assert save_figure(fig, tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -187,6 +191,82 @@ def test_save_figure_formats_and_failure(tmp_path):
     with pytest.raises(ValueError):
         save_figure(fig, tmp_path / "f.notaformat")
     assert listing(tmp_path) == ["f.pdf", "f.png", "f.svg"]
+
+
+def test_figure_bytes_renders_in_memory():
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    assert figure_bytes(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure_bytes(fig, "svg").lstrip()[:5] in (b"<?xml", b"<svg ")
+    assert figure_bytes(fig, dpi=50) != figure_bytes(fig, dpi=100)
+
+
+def test_json_text_is_strict_json_with_newline():
+    text = json_text({"a": np.float32(0.5), "b": [np.nan]})
+    assert text.endswith("}\n") and json.loads(text) == {"a": 0.5, "b": [None]}
+    assert json_text([1, 2], indent=None) == "[1, 2]\n"
+
+
+# --------------------------------------------------------------------------
+# several files: all or nothing
+# --------------------------------------------------------------------------
+
+
+def test_write_files_creates_the_directory_and_writes_each(tmp_path):
+    out = tmp_path / "a" / "b"
+    paths = write_files(out, {"t.md": "héllo\n", "d.bin": b"\x00\x01"})
+    assert paths == [out / "t.md", out / "d.bin"]
+    assert (out / "t.md").read_text(encoding="utf-8") == "héllo\n" and (out / "d.bin").read_bytes() == b"\x00\x01"
+
+
+def test_write_files_failure_removes_what_it_created(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "kept.txt").write_text("old")
+    real = analysis_io.atomic_write_bytes
+    calls = []
+
+    def flaky(path, data):
+        calls.append(path.name)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(analysis_io, "atomic_write_bytes", flaky)
+    with pytest.raises(OSError, match="No space"):
+        write_files(out, {"new.txt": "a", "kept.txt": "new", "third.txt": "c"})
+    assert listing(out) == ["kept.txt"]  # the file it created is gone, the replaced one is complete
+    assert (out / "kept.txt").read_text() == "new"
+    with pytest.raises(OSError, match="No space"):
+        calls.clear()
+        write_files(tmp_path / "fresh", {"1": "a", "2": "b", "3": "c"})
+    assert not (tmp_path / "fresh").exists()  # and a directory it created
+
+
+def test_write_files_into_a_file_path(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(NotADirectoryError):
+        write_files(tmp_path / "f", {"a": "b"})
+
+
+# --------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------
+
+
+def test_text_table_aligns_columns():
+    t = text_table(["name", "n"], [["a", 1], ["bbb", 22]])
+    assert t.splitlines() == ["name   n", "----  --", "a      1", "bbb   22"]
+    t = text_table(["x", "y"], [["1", "2"]], align="rl", sep=" | ")
+    assert t.splitlines() == ["x | y", "- | -", "1 | 2"]
+    with pytest.raises(ValueError, match="align"):
+        text_table(["x", "y"], [], align="l")
+
+
+def test_markdown_table_escapes_and_aligns():
+    t = markdown_table(["a", "b|c"], [[1, "x"], ["y", 2.5]], align="lc")
+    assert t.splitlines() == ["| a | b\\|c |", "| :--- | :---: |", "| 1 | x |", "| y | 2.5 |"]
+    assert markdown_table(["k", "v", "w"], []).splitlines()[1] == "| :--- | ---: | ---: |"
 
 
 # --------------------------------------------------------------------------
@@ -262,8 +342,8 @@ def test_load_checks_finiteness_in_chunks(tmp_path, monkeypatch):
     a = np.zeros(1000)
     a[-1] = np.inf  # in the last chunk
     np.save(tmp_path / "a.npy", a)
-    real = _io._check_array
-    monkeypatch.setattr(_io, "_check_array", lambda arr, where: real(arr, where, chunk=64))
+    real = analysis_io._check_array
+    monkeypatch.setattr(analysis_io, "_check_array", lambda arr, where: real(arr, where, chunk=64))
     assert "1 non-finite" in one_line_error(tmp_path / "a.npy", mmap=True)
 
 

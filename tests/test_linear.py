@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lbpcore
-import lbpcore.testing as lt
-from conftest import (
-    draw_grid_and_pad,
+from oracles import (
     PATCHES,
-    assert_allclose_dtype,
     dense_backward_oracle,
+    draw_grid_and_pad,
     lbp_backward_oracle,
     lp_l1_oracle,
     nchw_from_tokens,
     pad_oracle,
-    reflect_ok,
     tokens_from_nchw,
 )
+from tolerances import assert_allclose_dtype
+
+import lbpcore
+import lbpcore.testing as lt
 
 # --------------------------------------------------------------------------
 # strategies
@@ -167,7 +169,7 @@ def test_dense_backward_matches_oracles(c):
     ref = dense_backward_oracle(c["x"], c["weight"], c["grad_y"], layout=c["layout"], bias=c["bias"] is not None)
     ref2 = lt.dense_backward_reference(c["x"], c["weight"], c["grad_y"], layout=c["layout"], bias=c["bias"])
     scale = 10.0 * c["x"].shape[0] * (c["x"].size / c["x"].shape[0]) ** 0.5
-    for got, want, want2 in zip(g, ref, ref2):
+    for got, want, want2 in zip(g, ref, ref2, strict=True):
         if want is None:
             assert got is None and want2 is None
             continue
@@ -203,7 +205,7 @@ def test_lbp_backward_matches_both_references(c):
         c["x"], c["weight"], c["grad_y"], grid=grid, patch=c["n"], indices=c["indices"], pad=c["pad"],
         extra_tokens=c["e"], layout=c["layout"], bias=c["bias"],
     )
-    for name, got, want, want2 in zip(("grad_x", "grad_weight", "grad_bias"), g, mine, theirs):
+    for name, got, want, want2 in zip(("grad_x", "grad_weight", "grad_bias"), g, mine, theirs, strict=True):
         if want is None:
             assert got is None and want2 is None, name
             continue
@@ -256,7 +258,7 @@ def test_lbp_full_basis_equals_dense_on_divisible_grids(c):
     n = c["n"]
     g = run_lbp(c, bases=f"lp_linf:{n}")
     d = lbpcore.dense_backward(c["x"], c["weight"], c["grad_y"], bias=c["bias"], layout=c["layout"])
-    for got, want in zip(g, d):
+    for got, want in zip(g, d, strict=True):
         if want is None:
             assert got is None
             continue
@@ -327,7 +329,7 @@ def test_lbp_float32_close_to_float64(c):
     g32 = run_lbp(c)
     c64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for k, v in c.items()}
     g64 = run_lbp(c64)
-    for got, want in zip(g32, g64):
+    for got, want in zip(g32, g64, strict=True):
         if want is None:
             assert got is None
             continue
@@ -413,7 +415,7 @@ def test_lbplinear_forward_backward_equals_functions(c):
     np.testing.assert_array_equal(y, lbpcore.linear(c["x"], c["weight"], c["bias"], layout=c["layout"]))
     g = layer.backward(c["grad_y"])
     f = run_lbp(c)
-    for got, want in zip(g, f):
+    for got, want in zip(g, f, strict=True):
         if want is None:
             assert got is None
             continue
@@ -449,9 +451,6 @@ def test_lbplinear_saved_nbytes(grid, n, spec, e, dtype, rng):
 
 
 def test_lbplinear_does_not_keep_x_alive(rng):
-    import gc
-    import weakref
-
     layer = lbpcore.LBPLinear(rng.standard_normal((3, 4)), grid=(8, 8), patch=8, bases="lp_l1:2", extra_tokens=1)
 
     class Arr(np.ndarray):

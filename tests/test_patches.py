@@ -8,18 +8,16 @@ basis is the identity.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lbpcore
-import lbpcore.testing as lt
-from conftest import (
-    draw_grid_and_pad,
+from oracles import (
     PATCHES,
-    assert_allclose_dtype,
     coefficients_oracle,
+    draw_grid_and_pad,
     lp_l1_oracle,
     lp_linf_oracle,
     nchw_from_tokens,
@@ -27,9 +25,12 @@ from conftest import (
     pad_widths,
     patch_projector_oracle,
     projector_apply_oracle,
-    reflect_ok,
     tokens_from_nchw,
 )
+from tolerances import assert_allclose_dtype
+
+import lbpcore
+import lbpcore.testing as lt
 
 # --------------------------------------------------------------------------
 # strategies
@@ -45,9 +46,8 @@ def bases_for(draw, n):
     if kind == "lp_linf":
         k = draw(st.integers(1, n + 1))
         return f"lp_linf:{k}", lp_linf_oracle(n, k)
-    pairs = draw(
-        st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), min_size=1, max_size=min(8, n * n), unique=True)
-    )
+    pair = st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
+    pairs = draw(st.lists(pair, min_size=1, max_size=min(8, n * n), unique=True))
     return pairs, pairs
 
 
@@ -297,7 +297,7 @@ def test_nested_low_pass_selections_keep_more_energy(grid_cfg):
         float(np.sum(lbpcore.apply_projector(g, grid=grid, patch=n, bases=f"lp_l1:{k}", pad="none") ** 2))
         for k in range(1, 2 * n)
     ]
-    assert all(b >= a * (1 - 1e-12) - 1e-12 for a, b in zip(energies, energies[1:]))
+    assert all(b >= a * (1 - 1e-12) - 1e-12 for a, b in pairwise(energies))
     np.testing.assert_allclose(energies[-1], np.sum(g**2), rtol=1e-10)  # full basis keeps everything
     assert energies[0] <= np.sum(g**2) * (1 + 1e-12)
 
@@ -313,7 +313,7 @@ def test_nested_random_selections_keep_more_energy(grid_cfg, data):
         float(np.sum(lbpcore.apply_projector(g, grid=grid, patch=n, bases=list(order[:s]), pad="none") ** 2))
         for s in sizes
     ]
-    assert all(b >= a * (1 - 1e-12) - 1e-12 for a, b in zip(energies, energies[1:]))
+    assert all(b >= a * (1 - 1e-12) - 1e-12 for a, b in pairwise(energies))
 
 
 # --------------------------------------------------------------------------

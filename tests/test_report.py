@@ -124,7 +124,7 @@ def test_failed_report_writes_nothing(tmp_path, monkeypatch):
     def boom(results):
         raise RuntimeError("figure failed")
 
-    monkeypatch.setattr(report, "_figures", boom)
+    monkeypatch.setattr(report, "render_figures", boom)
     out = tmp_path / "r"
     with pytest.raises(RuntimeError, match="figure failed"):
         report.build_report(out, config=report.ReportConfig.quick_config(batch=2), progress=False)

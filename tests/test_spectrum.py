@@ -1,6 +1,6 @@
 """analysis.spectrum: energy maps, energy kept, energy curves and the streaming accumulator.
 
-The maps are checked against independent computations: the conftest oracles
+The maps are checked against independent computations: the oracles of tests/oracles.py
 (``numpy.pad`` and dense Walsh images from Sylvester's recursion), the core's
 projector :func:`lbpcore.apply_projector` (energy kept = 1 - relative squared
 projection error, Parseval), and sub-grid / per-channel slicing.
@@ -13,17 +13,17 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from oracles import coefficients_oracle, lp_linf_oracle, pad_oracle
 
 import lbpcore
 from analysis import spectrum
-from analysis._io import write_json
+from analysis.io import write_json
 from analysis.spectrum import (
     SpectrumAccumulator,
     energy_curves,
     energy_kept,
     energy_maps,
 )
-from conftest import coefficients_oracle, lp_linf_oracle, pad_oracle
 
 
 def smooth_field(rng, b, h, w, c, width=3.0):
@@ -37,7 +37,7 @@ def smooth_field(rng, b, h, w, c, width=3.0):
 
 
 def oracle_maps(x, grid, n, pad, e):
-    """(l2, l1) from the conftest coefficient oracle (dense images, numpy.pad)."""
+    """(l2, l1) from the coefficient oracle of tests/oracles.py (dense images, numpy.pad)."""
     pairs = lp_linf_oracle(n, n)
     c = coefficients_oracle(x, grid=grid, n=n, indices=pairs, pad=pad, extra_tokens=e)  # (B, P, K, C)
     l2 = np.zeros((n, n))

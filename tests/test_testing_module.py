@@ -1,19 +1,21 @@
 """lbpcore.testing: the public reference implementations and assertions.
 
 Each reference is compared with the suite's own independent definitions
-(conftest) and with scipy; assert_close must reject wrong answers.
+(tests/oracles.py) and with scipy; assert_close must reject wrong answers.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lbpcore.testing as lt
-from conftest import (
+from oracles import (
     NORMS,
     ORDERINGS,
     basis_images_oracle,
@@ -26,6 +28,8 @@ from conftest import (
     reflect_ok,
     walsh_oracle,
 )
+
+import lbpcore.testing as lt
 
 # --------------------------------------------------------------------------
 # assert_close / default_tolerance
@@ -118,7 +122,8 @@ def test_basis_image_reference(n):
             np.testing.assert_array_equal(lt.basis_image_reference(n, i, j), basis_images_oracle(n, [(i, j)])[0])
 
 
-@given(st.integers(1, 12), st.integers(1, 12), st.sampled_from([1, 2, 4, 8]), st.sampled_from(["reflect", "zero", "none"]))
+@given(st.integers(1, 12), st.integers(1, 12), st.sampled_from([1, 2, 4, 8]),
+       st.sampled_from(["reflect", "zero", "none"]))
 def test_pad_grid_reference(h, w, n, pad):
     z = np.arange(2 * h * w, dtype=float).reshape(2, h, w)
     divisible = h % n == 0 and w % n == 0
@@ -131,7 +136,9 @@ def test_pad_grid_reference(h, w, n, pad):
     np.testing.assert_array_equal(lt.pad_grid_reference(z, n, pad), pad_oracle(z, (1, 2), n, pad))
 
 
-@pytest.mark.parametrize("shape,n,indices", [((4, 4), 4, [(0, 0)]), ((8, 4), 4, lp_l1_oracle(4, 3)), ((4, 8), 2, [(1, 0), (1, 1)])])
+@pytest.mark.parametrize(
+    "shape,n,indices", [((4, 4), 4, [(0, 0)]), ((8, 4), 4, lp_l1_oracle(4, 3)), ((4, 8), 2, [(1, 0), (1, 1)])]
+)
 def test_projector_matrix(shape, n, indices):
     p = lt.projector_matrix(shape, n, indices)
     np.testing.assert_allclose(p, p.T, atol=1e-14)
@@ -158,7 +165,7 @@ def test_dense_backward_reference(b, L, cin, cout, layout, has_bias, seed):
     wt = rng.standard_normal((cout, cin))
     got = lt.dense_backward_reference(x, wt, gy, layout=layout, bias=np.zeros(cout) if has_bias else None)
     want = dense_backward_oracle(x, wt, gy, layout=layout, bias=has_bias)
-    for g, w_ in zip(got, want):
+    for g, w_ in zip(got, want, strict=True):
         if w_ is None:
             assert g is None
         else:
@@ -184,7 +191,7 @@ def test_lbp_backward_reference(n, h, w, e, pad, layout, seed):
                                     layout=layout, bias=np.zeros(2))
     want = lbp_backward_oracle(x, wt, gy, grid=(h, w), n=n, indices=indices, pad=pad, extra_tokens=e,
                                layout=layout, bias=True)
-    for g, w_ in zip(got, want):
+    for g, w_ in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w_, rtol=1e-11, atol=1e-11)
 
 
@@ -198,12 +205,7 @@ def test_to_numpy_round_trips():
 
 
 def test_testing_module_does_not_import_hypothesis():
-    import subprocess
-    import sys
-
     code = "import sys, lbpcore.testing; print('hypothesis' in sys.modules)"
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "False"

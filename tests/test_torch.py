@@ -52,10 +52,20 @@ def test_torch_linear_backward(dtype, layout):
     b = rng.standard_normal(5).astype(dtype)
     _check(lbpcore.linear(_t(x), _t(w), _t(b), layout=layout), lbpcore.linear(x, w, b, layout=layout))
     for got, want in zip(lbpcore.dense_backward(_t(x), _t(w), _t(g), bias=_t(b), layout=layout),
-                         lbpcore.dense_backward(x, w, g, bias=b, layout=layout)):
+                         lbpcore.dense_backward(x, w, g, bias=b, layout=layout), strict=True):
         _check(got, want)
     for got, want in zip(lbpcore.lbp_backward(_t(x), _t(w), _t(g), bias=_t(b), layout=layout, **kw),
-                         lbpcore.lbp_backward(x, w, g, bias=b, layout=layout, **kw)):
+                         lbpcore.lbp_backward(x, w, g, bias=b, layout=layout, **kw), strict=True):
         _check(got, want)
     _check(lbpcore.project(_t(x), layout=layout, **kw), lbpcore.project(x, layout=layout, **kw))
     _check(lbpcore.apply_projector(_t(x), layout=layout, **kw), lbpcore.apply_projector(x, layout=layout, **kw))
+
+
+def test_torch_lbplinear_saved_nbytes(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 64, 4)).astype(dtype)
+    w = rng.standard_normal((3, 4)).astype(dtype)
+    layers = [lbpcore.LBPLinear(a, grid=(8, 8), patch=8, bases="lp_l1:2") for a in (_t(w), w)]
+    layers[0].forward(_t(x))
+    layers[1].forward(x)
+    assert layers[0].saved_nbytes == layers[1].saved_nbytes > 0

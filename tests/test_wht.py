@@ -1,6 +1,6 @@
 """Fast Walsh-Hadamard transforms: lbpcore.fwht / ifwht / fwht2 / ifwht2 / walsh_matrix.
 
-Oracles: Sylvester's recursion and a sign-change sort (``conftest.walsh_oracle``),
+Oracles: Sylvester's recursion and a sign-change sort (``oracles.walsh_oracle``),
 ``scipy.linalg.hadamard`` and ``sympy.discrete.transforms.fwht``; the transform
 is checked against the dense product ``scale * M @ x`` as scipy.fft's tests check
 against a naive DFT.
@@ -16,21 +16,11 @@ import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from oracles import NORMS, ORDERINGS, bit_reverse, fwht_oracle, norm_scale, sign_changes, sylvester, walsh_oracle
+from sympy.discrete.transforms import fwht as sympy_fwht
+from tolerances import FLOAT_DTYPES, assert_allclose_dtype, tol
 
 import lbpcore
-from conftest import (
-    FLOAT_DTYPES,
-    NORMS,
-    ORDERINGS,
-    assert_allclose_dtype,
-    bit_reverse,
-    fwht_oracle,
-    norm_scale,
-    sign_changes,
-    sylvester,
-    tol,
-    walsh_oracle,
-)
 
 POW2 = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
@@ -214,8 +204,6 @@ def test_fwht_natural_agrees_with_sympy(n, rng):
 )
 @settings(max_examples=20)
 def test_fwht_natural_agrees_with_sympy_property(v):
-    from sympy.discrete.transforms import fwht as sympy_fwht
-
     expected = np.array([int(t) for t in sympy_fwht(v)], dtype=np.float64)
     np.testing.assert_array_equal(lbpcore.fwht(np.array(v, dtype=np.int64), ordering="natural"), expected)
 
@@ -242,7 +230,8 @@ def test_ortho_preserves_norm(xa, ordering):
     x64 = x.astype(np.float64)
     rtol = tol(x.dtype)[0] * 10
     np.testing.assert_allclose(
-        np.sum(y.astype(np.float64) ** 2, axis=axis), np.sum(x64**2, axis=axis), rtol=rtol, atol=rtol * 100 * x.shape[axis]
+        np.sum(y.astype(np.float64) ** 2, axis=axis), np.sum(x64**2, axis=axis), rtol=rtol,
+        atol=rtol * 100 * x.shape[axis],
     )
 
 
@@ -273,7 +262,9 @@ def test_norm_modes_differ_by_the_documented_scale(xa, ordering):
     x, axis = xa
     n = x.shape[axis]
     b = lbpcore.fwht(x, axis=axis, ordering=ordering, norm="backward")
-    np.testing.assert_allclose(lbpcore.fwht(x, axis=axis, ordering=ordering, norm="forward"), b / n, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(
+        lbpcore.fwht(x, axis=axis, ordering=ordering, norm="forward"), b / n, rtol=1e-14, atol=1e-14
+    )
     np.testing.assert_allclose(
         lbpcore.fwht(x, axis=axis, ordering=ordering, norm="ortho"), b / math.sqrt(n), rtol=1e-14, atol=1e-14
     )
@@ -286,8 +277,9 @@ def test_fwht2_is_1d_along_each_axis(xa, ordering, norm):
     x, axes = xa
     y = lbpcore.fwht2(x, axes=axes, ordering=ordering, norm=norm)
     assert y.shape == x.shape and y.dtype == x.dtype
-    one_then_other = lbpcore.fwht(lbpcore.fwht(x, axis=axes[0], ordering=ordering, norm=norm), axis=axes[1], ordering=ordering, norm=norm)
-    other_then_one = lbpcore.fwht(lbpcore.fwht(x, axis=axes[1], ordering=ordering, norm=norm), axis=axes[0], ordering=ordering, norm=norm)
+    kw = dict(ordering=ordering, norm=norm)
+    one_then_other = lbpcore.fwht(lbpcore.fwht(x, axis=axes[0], **kw), axis=axes[1], **kw)
+    other_then_one = lbpcore.fwht(lbpcore.fwht(x, axis=axes[1], **kw), axis=axes[0], **kw)
     scale = 10 * math.sqrt(x.shape[axes[0]] * x.shape[axes[1]])
     assert_allclose_dtype(y, one_then_other, dtype=x.dtype, scale=scale)
     assert_allclose_dtype(y, other_then_one, dtype=x.dtype, scale=scale)

@@ -16,7 +16,7 @@ import numpy as np
 
 import lbpcore
 
-from .._io import to_jsonable
+from ..io import text_table, to_jsonable
 from ..metrics import cosine, energy_fraction, relative_error
 
 __all__ = ["ParameterError", "LayerReport", "FidelityReport", "capture_linear_io", "gradient_fidelity"]
@@ -228,15 +228,14 @@ class FidelityReport:
     def table(self) -> str:
         """Plain-text table: one row per parameter, with each linear layer's method and cost."""
         by_layer = {lr.name: lr for lr in self.layers}
-        lines = [f"{'parameter':<28} {'method':<14} {'rel err':>9} {'cosine':>8} {'bwd MFLOP':>10} {'dense':>9}"]
+        rows = []
         for pe in self.parameters:
             lr = by_layer.get(pe.layer)
             method = "" if lr is None else ("dense" if lr.method == "dense" else f"lbp {lr.bases}/{lr.patch}")
             cost = ("", "") if lr is None or not pe.name.endswith(".weight") else (
                 f"{lr.backward_flops / 1e6:.2f}", f"{lr.dense_flops / 1e6:.2f}")
-            lines.append(
-                f"{pe.name:<28} {method:<14} {pe.rel_error:>9.2e} {pe.cosine:>8.5f} {cost[0]:>10} {cost[1]:>9}"
-            )
+            rows.append([pe.name, method, f"{pe.rel_error:.2e}", f"{pe.cosine:.5f}", *cost])
+        lines = [text_table(["parameter", "method", "rel err", "cosine", "bwd MFLOP", "dense"], rows, align="llrrrr")]
         lines.append(
             f"linear backward: {self.lbp_linear_flops / 1e6:.2f} / {self.dense_linear_flops / 1e6:.2f} MFLOP "
             f"({100 * self.linear_flops_saved_fraction:.1f}% saved; attention GEMMs "

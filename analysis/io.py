@@ -1,26 +1,30 @@
-"""Atomic file output and checked array input for the analysis tools.
+"""File output and checked array input of the analysis tools.
 
-Every writer here writes to a temporary file in the destination's directory,
-flushes and syncs it, then renames it over the destination with
-:func:`os.replace` (atomic on POSIX and Windows).  A crash or an exception in
-the middle of a write therefore never leaves a partial or empty file behind:
-the destination either keeps its previous content or gets the complete new one.
+Writers: :func:`atomic_write_bytes` is the one atomic writer (temporary file in
+the destination's directory, flushed, synced, renamed over the destination);
+:func:`write_files` writes several files into a directory and removes them again
+if one fails.  :func:`to_jsonable` is the one conversion of results to plain JSON
+data, :func:`figure_bytes` renders a figure in memory, :func:`text_table` and
+:func:`markdown_table` lay out tables.
 
-:func:`load_array` reads ``.npy`` / ``.npz`` files and turns every problem
-(missing file, unreadable data, missing key, non-numeric or non-finite values)
-into a :class:`DataError` with a one-line message naming the file.
+Input: :func:`load_array` reads ``.npy`` / ``.npz`` files and turns every problem
+into a one-line :class:`DataError` naming the file.
+
+A crash in the middle of a write never leaves a partial file behind: the
+destination keeps its previous content or gets the complete new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
-import io
 import json
 import math
 import os
 import tempfile
 import zipfile
+from io import BytesIO, StringIO
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +33,15 @@ __all__ = [
     "DataError",
     "atomic_write_bytes",
     "atomic_write_text",
+    "write_files",
+    "to_jsonable",
+    "json_text",
     "write_json",
     "write_csv",
+    "figure_bytes",
     "save_figure",
-    "to_jsonable",
+    "text_table",
+    "markdown_table",
     "load_array",
 ]
 
@@ -50,7 +59,7 @@ class DataError(ValueError):
 
     Examples
     --------
-    >>> from analysis._io import DataError
+    >>> from analysis.io import DataError
     >>> str(DataError("x.npy: no such file"))
     'x.npy: no such file'
     >>> issubclass(DataError, ValueError)
@@ -105,7 +114,7 @@ def atomic_write_bytes(path, data) -> Path:
     Examples
     --------
     >>> import os, tempfile
-    >>> from analysis._io import atomic_write_bytes
+    >>> from analysis.io import atomic_write_bytes
     >>> d = tempfile.mkdtemp()
     >>> p = atomic_write_bytes(os.path.join(d, "a.bin"), b"abc")
     >>> p.read_bytes(), sorted(os.listdir(d))
@@ -157,7 +166,7 @@ def atomic_write_text(path, text, *, encoding="utf-8") -> Path:
     Examples
     --------
     >>> import os, tempfile
-    >>> from analysis._io import atomic_write_text
+    >>> from analysis.io import atomic_write_text
     >>> p = atomic_write_text(os.path.join(tempfile.mkdtemp(), "a.txt"), "héllo\\n")
     >>> p.read_text(encoding="utf-8")
     'héllo\\n'
@@ -165,6 +174,61 @@ def atomic_write_text(path, text, *, encoding="utf-8") -> Path:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def write_files(out, files) -> list:
+    """Write several files into a directory, each atomically; all or nothing.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The directory; created (with its parents) if missing.
+    files : dict of str to (bytes or str)
+        File name to content; text is written as UTF-8.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The paths written, in the order of ``files``.
+
+    Raises
+    ------
+    NotADirectoryError
+        If ``out`` exists and is not a directory.
+    OSError
+        If a file cannot be written.  The files this call created are removed
+        again (and ``out`` itself if this call created it), so a failed call
+        adds nothing; a file it had already replaced keeps its new content.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from analysis.io import write_files
+    >>> out = os.path.join(tempfile.mkdtemp(), "report")
+    >>> [p.name for p in write_files(out, {"index.md": "# hi\\n", "data.bin": b"\\x00"})]
+    ['index.md', 'data.bin']
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(20, "exists and is not a directory", str(out))
+    made_dir = not out.exists()
+    created = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            target = out / name
+            existed = target.exists()
+            atomic_write_bytes(target, data.encode("utf-8") if isinstance(data, str) else data)
+            if not existed:
+                created.append(target)
+    except BaseException:
+        for target in created:
+            target.unlink(missing_ok=True)
+        if made_dir:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    return [out / name for name in files]
 
 
 def to_jsonable(obj):
@@ -191,7 +255,7 @@ def to_jsonable(obj):
     Examples
     --------
     >>> import numpy as np
-    >>> from analysis._io import to_jsonable
+    >>> from analysis.io import to_jsonable
     >>> to_jsonable({"a": np.arange(3), "b": (np.float32(0.5), float("nan")), 1: None})
     {'a': [0, 1, 2], 'b': [0.5, None], '1': None}
     """
@@ -219,8 +283,37 @@ def to_jsonable(obj):
     raise TypeError(f"cannot convert {type(obj).__name__} to JSON")
 
 
+def json_text(obj, *, indent=2) -> str:
+    """``obj`` as JSON text (via :func:`to_jsonable`), ending with a newline.
+
+    Parameters
+    ----------
+    obj : object
+        Plain data, NumPy values, or results with ``to_dict()``.
+    indent : int or None, optional
+        Default 2.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    TypeError
+        As :func:`to_jsonable`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.io import json_text
+    >>> json_text({"rank": np.int64(21), "kept": float("nan")}, indent=None)
+    '{"rank": 21, "kept": null}\\n'
+    """
+    return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False) + "\n"
+
+
 def write_json(path, obj, *, indent=2) -> Path:
-    """Write ``obj`` as JSON (via :func:`to_jsonable`), atomically.
+    """Write ``obj`` as JSON (:func:`json_text`), atomically.
 
     Parameters
     ----------
@@ -237,13 +330,12 @@ def write_json(path, obj, *, indent=2) -> Path:
     Examples
     --------
     >>> import json, os, tempfile
-    >>> from analysis._io import write_json
+    >>> from analysis.io import write_json
     >>> p = write_json(os.path.join(tempfile.mkdtemp(), "r.json"), {"kept": 0.75})
     >>> json.loads(p.read_text())
     {'kept': 0.75}
     """
-    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
-    return atomic_write_text(path, text + "\n")
+    return atomic_write_text(path, json_text(obj, indent=indent))
 
 
 def _csv_cell(value):
@@ -282,7 +374,7 @@ def write_csv(path, rows, *, fieldnames=None) -> Path:
     Examples
     --------
     >>> import os, tempfile
-    >>> from analysis._io import write_csv
+    >>> from analysis.io import write_csv
     >>> p = write_csv(os.path.join(tempfile.mkdtemp(), "r.csv"),
     ...               [{"rank": 6, "kept": 0.5}, {"rank": 10, "note": "x"}])
     >>> p.read_text().splitlines()
@@ -297,12 +389,41 @@ def write_csv(path, rows, *, fieldnames=None) -> Path:
                 if k not in seen:
                     seen.add(k)
                     fieldnames.append(k)
-    buf = io.StringIO()
+    buf = StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: _csv_cell(v) for k, v in r.items()})
     return atomic_write_text(path, buf.getvalue())
+
+
+def figure_bytes(fig, format="png", **kwargs) -> bytes:
+    """Render a matplotlib figure in memory.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    format : str, optional
+        Any format of :meth:`~matplotlib.figure.Figure.savefig`; default ``"png"``.
+    **kwargs
+        Passed to :meth:`~matplotlib.figure.Figure.savefig` (``dpi``,
+        ``bbox_inches``...).
+
+    Returns
+    -------
+    bytes
+        The file content.
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> from analysis.io import figure_bytes
+    >>> figure_bytes(Figure(figsize=(1, 1)))[:4]
+    b'\\x89PNG'
+    """
+    buf = BytesIO()
+    fig.savefig(buf, format=format, **kwargs)
+    return buf.getvalue()
 
 
 def save_figure(fig, path, **kwargs) -> Path:
@@ -325,7 +446,7 @@ def save_figure(fig, path, **kwargs) -> Path:
     --------
     >>> import os, tempfile
     >>> from matplotlib.figure import Figure
-    >>> from analysis._io import save_figure
+    >>> from analysis.io import save_figure
     >>> fig = Figure(figsize=(1, 1))
     >>> p = save_figure(fig, os.path.join(tempfile.mkdtemp(), "f.png"))
     >>> p.read_bytes()[:4]
@@ -333,9 +454,95 @@ def save_figure(fig, path, **kwargs) -> Path:
     """
     path = Path(path)
     fmt = kwargs.pop("format", None) or (path.suffix[1:].lower() if path.suffix else "png")
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, **kwargs)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, figure_bytes(fig, fmt, **kwargs))
+
+
+# ---------------------------------------------------------------------------
+# tables
+
+
+def _alignment(align, columns):
+    """One letter per column; default: first column left, the others right."""
+    align = "l" + "r" * (columns - 1) if align is None else align
+    if len(align) != columns:
+        raise ValueError(f"align needs one letter per column ({columns}), got {align!r}")
+    return align
+
+
+def text_table(headers, rows, align=None, *, sep="  ") -> str:
+    """A plain-text table: header, a rule of dashes, one line per row.
+
+    Parameters
+    ----------
+    headers : sequence of str
+    rows : sequence of sequence
+        Cells, converted with :class:`str`.
+    align : str, optional
+        One letter per column, ``l`` or ``r``; default: first column left,
+        the others right.
+    sep : str, optional
+        Between columns; default two spaces.
+
+    Returns
+    -------
+    str
+        Lines joined by newlines, without a trailing newline; every column
+        as wide as its widest cell.
+
+    Examples
+    --------
+    >>> from analysis.io import text_table
+    >>> print(text_table(["method", "rel err"], [["lbp", "1.2e-01"], ["svd", "3.0e-02"]]))
+    method  rel err
+    ------  -------
+    lbp     1.2e-01
+    svd     3.0e-02
+    """
+    cells = [[str(h) for h in headers]] + [[str(v) for v in row] for row in rows]
+    align = _alignment(align, len(headers))
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row):
+        cells = (v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(row, widths, align, strict=True))
+        return sep.join(cells).rstrip()
+
+    return "\n".join([line(cells[0]), sep.join("-" * w for w in widths)] + [line(row) for row in cells[1:]])
+
+
+def markdown_table(headers, rows, align=None) -> str:
+    """A GitHub-flavoured Markdown table.
+
+    Parameters
+    ----------
+    headers : sequence of str
+    rows : sequence of sequence
+        Cells, converted with :class:`str`; ``|`` is escaped.
+    align : str, optional
+        One letter per column, ``l``, ``r`` or ``c``; default: first column
+        left, the others right.
+
+    Returns
+    -------
+    str
+        Lines joined by newlines, without a trailing newline.
+
+    Examples
+    --------
+    >>> from analysis.io import markdown_table
+    >>> print(markdown_table(["layer", "kept"], [["fc1", "91.0%"]]))
+    | layer | kept |
+    | :--- | ---: |
+    | fc1 | 91.0% |
+    """
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+
+    def line(cells):
+        return "| " + " | ".join(cells) + " |"
+
+    lines = [line(str(h).replace("|", "\\|") for h in headers),
+             line(marks[a] for a in _alignment(align, len(headers)))]
+    lines += [line(str(v).replace("|", "\\|") for v in row) for row in rows]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -390,7 +597,7 @@ def load_array(path, key=None, *, mmap=False):
     --------
     >>> import os, tempfile
     >>> import numpy as np
-    >>> from analysis._io import DataError, load_array
+    >>> from analysis.io import DataError, load_array
     >>> d = tempfile.mkdtemp()
     >>> np.savez(os.path.join(d, "g.npz"), x=np.ones((2, 3)), w=np.zeros(3))
     >>> load_array(os.path.join(d, "g.npz"), "x").shape

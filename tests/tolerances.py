@@ -1,0 +1,42 @@
+"""The one tolerance table of the tests: comparisons of lbpcore's results with float64 oracles.
+
+:func:`lbpcore.testing.default_tolerance` holds looser, documented defaults for
+users' own (larger) problems; the values here are for this suite's small ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: (rtol, atol) used when comparing a library result with a float64 oracle
+#: evaluated at the same precision as the library input.  float32 results are
+#: sums of at most a few thousand terms of O(1) size; 2e-5 relative / 2e-5
+#: absolute (on unit-scale data) is ~170 ulp and has ample margin.
+TOL = {
+    np.dtype(np.float32): (2e-5, 2e-5),
+    np.dtype(np.float64): (1e-12, 1e-12),
+}
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def tol(dtype, scale=1.0):
+    """(rtol, atol) for ``dtype``; atol scaled by the data's magnitude ``scale``."""
+    rtol, atol = TOL[np.dtype(dtype)]
+    return rtol, atol * scale
+
+
+def assert_allclose_dtype(actual, desired, dtype=None, scale=None, err_msg=""):
+    """``numpy.testing.assert_allclose`` with the per-dtype tolerances above.
+
+    ``scale`` defaults to ``max(1, max|desired|)`` so that the absolute part
+    tracks the magnitude of the data (cancellation makes some entries tiny).
+    """
+    actual = np.asarray(actual)
+    desired = np.asarray(desired)
+    if dtype is None:
+        dtype = actual.dtype
+    if scale is None:
+        scale = max(1.0, float(np.max(np.abs(desired)))) if desired.size else 1.0
+    rtol, atol = tol(dtype, scale)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol, err_msg=err_msg)
