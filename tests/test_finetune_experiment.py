@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from analysis.finetune import SCHEMA, FinetuneConfig, TrainConfig, run_finetune  # noqa: E402
+from analysis.finetune import FinetuneConfig, TrainConfig, run_finetune  # noqa: E402
+from analysis.finetune.experiment import SCHEMA  # noqa: E402
 from analysis.vit import ViTConfig  # noqa: E402
 
 TINY = replace(

@@ -9,17 +9,24 @@
 * :mod:`analysis.finetune.loop` – the training loop :func:`train`;
 * :mod:`analysis.finetune.cache` – the on-disk cache of pretrained parameters;
 * :mod:`analysis.finetune.experiment` – :func:`run_finetune`, the whole
-  experiment as a plain dict (the ``results.json`` of ``lbp finetune``).
+  experiment as a plain dict (the ``results.json`` of ``lbp finetune``);
+* :mod:`analysis.finetune.summary`, :mod:`analysis.finetune.figures`,
+  :mod:`analysis.finetune.markdown` and :mod:`analysis.finetune.build` – the
+  headline numbers, figures and text of ``lbp finetune``, and
+  :func:`build_finetune`, which writes them.
 
-Every public name is importable from :mod:`analysis.finetune` itself.
+Every public function and class is importable from :mod:`analysis.finetune`
+itself; the constants (``FULL_METHODS``, ``SCHEMA``...) from their modules.
 """
 
-from .cache import CACHE_FORMAT, cache_key, cache_path, default_cache_dir, load_or_build
+from .build import FinetuneResult, build_finetune
+from .cache import cache_key, cache_path, default_cache_dir, load_or_build
 from .data import DigitsTask, digit_tasks, resize_bilinear
-from .experiment import FULL_METHODS, HEADLINE_METHODS, QUICK_METHODS, SCHEMA, FinetuneConfig, run_finetune
+from .experiment import FinetuneConfig, run_finetune
 from .loop import GradientChecks, TrainConfig, TrainResult, batch_indices, evaluate, train
-from .methods import METHOD_KINDS, BackwardPlan, Method, build_plan, layer_flops, parse_method
-from .optim import OPTIMIZERS, SGD, AdamW, Optimizer, Schedule, make_optimizer
+from .methods import BackwardPlan, Method, build_plan, layer_flops, parse_method
+from .optim import SGD, AdamW, Optimizer, Schedule, make_optimizer
+from .summary import headline, summarize
 
 __all__ = [
     # optimizers
@@ -27,14 +34,12 @@ __all__ = [
     "Optimizer",
     "AdamW",
     "SGD",
-    "OPTIMIZERS",
     "make_optimizer",
     # data
     "DigitsTask",
     "digit_tasks",
     "resize_bilinear",
     # methods
-    "METHOD_KINDS",
     "Method",
     "parse_method",
     "BackwardPlan",
@@ -48,16 +53,16 @@ __all__ = [
     "batch_indices",
     "train",
     # pretraining cache
-    "CACHE_FORMAT",
     "default_cache_dir",
     "cache_key",
     "cache_path",
     "load_or_build",
     # experiment
-    "SCHEMA",
-    "FULL_METHODS",
-    "QUICK_METHODS",
-    "HEADLINE_METHODS",
     "FinetuneConfig",
     "run_finetune",
+    # summary and output
+    "summarize",
+    "headline",
+    "FinetuneResult",
+    "build_finetune",
 ]

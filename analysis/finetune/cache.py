@@ -26,7 +26,7 @@ import numpy as np
 
 import lbpcore
 
-from .._io import atomic_write_bytes, to_jsonable
+from ..io import atomic_write_bytes, to_jsonable
 
 __all__ = ["CACHE_FORMAT", "default_cache_dir", "cache_key", "cache_path", "load_or_build"]
 

@@ -32,6 +32,7 @@ import lbpcore
 
 from ..baselines import dct_basis, random_basis, walsh_basis
 from ..errors import patch_vectors, subspace_backward
+from ..labels import method_name
 from ..metrics import energy_fraction
 from ..spectrum import full_basis
 from ..vit import LBPSetting
@@ -86,19 +87,29 @@ class Method:
 
     @property
     def label(self) -> str:
-        """Human-readable name for tables and legends."""
+        """Human-readable name for tables and legends (names from :mod:`analysis.labels`)."""
         if self.kind == "dense":
-            return "full BP"
+            return method_name("dense")
         if self.kind == "lbp":
-            return f"LBP-WHT {self.bases} (r={self.rank})"
+            return f"{method_name('lbp')} {self.bases} (r={self.rank})"
         if self.kind == "subspace":
-            return f"{'DCT low-pass' if self.subspace == 'dct' else 'random subspace'} (r={self.rank})"
+            return f"{method_name(self.subspace)} subspace (r={self.rank})"
         return f"last {self.blocks} block{'s' if self.blocks != 1 else ''} + head"
 
+    @property
+    def style_key(self) -> str:
+        """Key of its line style in :data:`analysis.labels.PLOT_STYLES`."""
+        if self.kind == "lbp":
+            if self.rank == self.patch**2:
+                return "full_basis"
+            return "lbp" if self.bases.startswith("lp_l1") else self.bases.split(":")[0]
+        return self.subspace if self.kind == "subspace" else self.kind
+
     def to_dict(self) -> dict:
-        """Plain dict of the fields plus ``label``."""
-        return {"name": self.name, "kind": self.kind, "label": self.label, "bases": self.bases, "rank": self.rank,
-                "patch": self.patch, "subspace": self.subspace, "blocks": self.blocks}
+        """Plain dict of the fields plus ``label`` and ``style_key``."""
+        return {"name": self.name, "kind": self.kind, "label": self.label, "style_key": self.style_key,
+                "bases": self.bases, "rank": self.rank, "patch": self.patch, "subspace": self.subspace,
+                "blocks": self.blocks}
 
 
 def parse_method(spec, *, patch=8) -> Method:
