@@ -11,7 +11,6 @@ methods differ only by their backward pass.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -21,6 +20,7 @@ import lbpcore
 
 from ..metrics import relative_error
 from ..progress import progress_bar
+from ..threads import blas_limit
 from ..vit import TinyViT, ViTConfig
 from .cache import load_or_build
 from .data import digit_tasks
@@ -160,19 +160,6 @@ class FinetuneConfig:
         return d
 
 
-@contextlib.contextmanager
-def _blas_limit(threads):
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415  (optional dependency)
-    except ImportError:  # pragma: no cover
-        threads = None
-    if threads is None:
-        yield
-    else:
-        with threadpool_limits(limits=int(threads), user_api="blas"):
-            yield
-
-
 def _pretrain(cfg, task, cache_dir, progress):
     """Pretrained parameters (cached), and the pretraining summary."""
 
@@ -295,7 +282,7 @@ def run_finetune(config=None, *, cache_dir=None, progress=True) -> dict:
     """
     cfg = FinetuneConfig.full() if config is None else config
     t_start = time.perf_counter()
-    with _blas_limit(cfg.blas_threads):
+    with blas_limit(cfg.blas_threads):
         pre_task, adapt_task = digit_tasks(cfg.model.image_size, pretrain_digits=cfg.pretrain_digits,
                                            adapt_digits=cfg.adapt_digits, test_fraction=cfg.test_fraction,
                                            split_seed=cfg.split_seed, dtype=cfg.model.dtype)

@@ -1,6 +1,7 @@
 """``lbp report``: the built-in workload, analysed layer by layer, written as a report directory.
 
-:func:`build_report` runs the workload (:mod:`analysis.report.workload`),
+:func:`build_report` runs the workload (:mod:`analysis.report.workload`,
+with the headline of a fine-tuning run from :mod:`analysis.report.finetune`),
 computes the headline numbers (:mod:`analysis.report.summary`), renders the
 figures (:mod:`analysis.report.figures`) and the text
 (:mod:`analysis.report.markdown`), and only then writes ``index.md``,

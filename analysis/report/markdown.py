@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..io import markdown_table
 from ..labels import method_name
 from .figures import FIGURES
+from .finetune import finetune_section
 from .summary import EXACT
 
 __all__ = ["render_markdown"]
@@ -278,7 +279,7 @@ def _notes():
         "",
         "* The model is untrained: its gradients are those of a randomly initialised network on real pictures; a "
         "trained network's spectra may differ. The numbers measure the approximation of the gradient of one batch, "
-        "not the effect on training.",
+        "not the effect on training; the fine-tuning section measures that, on a separate, pretrained model.",
         "* Energy kept is `||P g||^2 / ||g||^2` on the (padded) token grid, extra tokens excluded; by Parseval it is "
         "the sum of the selected cells of the energy map over the total.",
         "* Reproduce with `lbp report --out DIR`; the figures and tables regenerate from the same code.",
@@ -300,8 +301,9 @@ def render_markdown(results, figures=None):
     Returns
     -------
     str
-        Markdown: summary, set-up, tables per layer, end-to-end errors,
-        FLOPs, figures and notes; every number comes from ``results``.
+        Markdown: summary, the fine-tuning headline, set-up, tables per layer,
+        end-to-end errors, FLOPs, figures and notes; every number comes from
+        ``results``.
 
     Examples
     --------
@@ -310,6 +312,7 @@ def render_markdown(results, figures=None):
     >>> text.splitlines()[0]
     '# LBP-WHT report: a small ViT on real images'
     """
-    sections = (_title(results), _summary(results), _setup(results), _per_layer(results), _end_to_end(results),
-                _flops(results), _figures(results, FIGURES if figures is None else figures), _notes())
+    sections = (_title(results), _summary(results), finetune_section(results.get("finetune", {"skipped": "not run"})),
+                _setup(results), _per_layer(results), _end_to_end(results), _flops(results),
+                _figures(results, FIGURES if figures is None else figures), _notes())
     return "\n".join(line for section in sections for line in section)

@@ -12,7 +12,6 @@ end-to-end error of every parameter gradient and the backward FLOPs.  See
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -23,11 +22,14 @@ import numpy as np
 import lbpcore
 
 from ..errors import gradient_errors, rank_sweep
+from ..finetune import FinetuneConfig
 from ..images import image_batch
 from ..io import to_jsonable
 from ..progress import progress_bar
 from ..spectrum import energy_curves, energy_kept, energy_maps
+from ..threads import blas_limit
 from ..vit import TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
+from .finetune import finetune_headline
 from .summary import summarize
 
 __all__ = ["ReportConfig", "ReportResult", "run_workload"]
@@ -71,6 +73,13 @@ class ReportConfig:
         alone.  Needs :mod:`threadpoolctl` (ignored without it).
     quick : bool
         Whether this is the reduced configuration of :meth:`quick_config`.
+    finetune : bool
+        Run the headline fine-tuning experiment
+        (:meth:`analysis.finetune.FinetuneConfig.headline`, about a minute;
+        default True, False in :meth:`quick_config`).
+    finetune_cache : str or None
+        Its pretraining cache (default None:
+        :func:`analysis.finetune.default_cache_dir`).
 
     Examples
     --------
@@ -98,6 +107,8 @@ class ReportConfig:
     seed: int = 0
     blas_threads: int | None = 1
     quick: bool = False
+    finetune: bool = True
+    finetune_cache: str | None = None
 
     @classmethod
     def quick_config(cls, **changes):
@@ -112,7 +123,7 @@ class ReportConfig:
         -------
         ReportConfig
             4 crops of 32 x 32 pixels (an 8 x 8 token grid, one patch), width 32,
-            depth 2, rank sweep over ``k`` in (1, 3, 6, 10, 15).
+            depth 2, rank sweep over ``k`` in (1, 3, 6, 10, 15), no fine-tuning.
 
         Examples
         --------
@@ -121,7 +132,7 @@ class ReportConfig:
         2
         """
         base = cls(batch=4, image_size=32, vit={"patch_size": 4, "dim": 32, "depth": 2, "heads": 2},
-                   sweep_ks=(1, 3, 6, 10, 15), quick=True)
+                   sweep_ks=(1, 3, 6, 10, 15), quick=True, finetune=False)
         return replace(base, **changes)
 
     def to_dict(self) -> dict:
@@ -187,21 +198,7 @@ class ReportResult:
 
 
 # ---------------------------------------------------------------------------
-# progress and threads
-
-
-@contextlib.contextmanager
-def _blas_limit(threads):
-    if threads is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - threadpoolctl is optional
-    except ImportError:  # pragma: no cover - threadpoolctl is optional
-        yield
-        return
-    with threadpool_limits(limits=int(threads), user_api="blas"):
-        yield
+# progress
 
 
 class _Stages:
@@ -280,7 +277,7 @@ def _measure(cfg, model, basis, progress) -> _Measurements:
     grid_layers = model.token_layers
     timing = {}
     steps = 2 + len(grid_layers) + 2 + len(cfg.subsets)
-    with _blas_limit(cfg.blas_threads), _Stages(steps, progress) as st:
+    with blas_limit(cfg.blas_threads), _Stages(steps, progress) as st:
         st.stage("images and model")
         t = time.perf_counter()
         batch = image_batch(batch=cfg.batch, size=cfg.image_size, seed=cfg.seed, dtype=model.config.dtype)
@@ -396,7 +393,9 @@ def run_workload(config=None, *, progress=True):
         ``energy_curves``, ``rank_sweep``, ``end_to_end`` (the full
         :class:`analysis.vit.FidelityReport` of each subset), ``flops``,
         ``summary`` (the headline numbers of
-        :func:`analysis.report.summary.summarize`) and ``timing``.
+        :func:`analysis.report.summary.summarize`), ``finetune`` (the headline of
+        a fine-tuning run, :func:`analysis.report.finetune.finetune_headline`)
+        and ``timing``.
 
     Examples
     --------
@@ -435,6 +434,11 @@ def run_workload(config=None, *, progress=True):
     }
     results = to_jsonable(results)
     results["summary"] = summarize(results)
+    t = time.perf_counter()
+    with blas_limit(cfg.blas_threads):
+        results["finetune"] = finetune_headline(FinetuneConfig.headline() if cfg.finetune else None,
+                                                cache_dir=cfg.finetune_cache, progress=progress)
+    measured.timing["finetune"] = time.perf_counter() - t
     measured.timing["total"] = time.perf_counter() - t_start
     results["timing"] = {"seconds": measured.timing, "python": platform.python_version(), "numpy": np.__version__,
                          "machine": platform.machine()}
