@@ -8,13 +8,16 @@ The package builds on :mod:`lbpcore` (which never imports it):
   backward and rank-matched baselines (KLT, DCT, SVD, random);
 * :mod:`analysis.vit` and :mod:`analysis.images` – a small vision transformer
   with a manual NumPy backward, on real pictures from matplotlib's sample data;
+* :mod:`analysis.finetune` – fine-tuning the ViT with LBP-WHT and its
+  baselines on real digits (``lbp finetune``): does it train as well as full
+  backpropagation, at what backward cost?
 * :mod:`analysis.bench` – timings of the dense and LBP-WHT backward passes;
 * :mod:`analysis.plots` – headless matplotlib figures, with the names and
   styles of :mod:`analysis.labels`;
 * :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` and the
   other ``lbp`` subcommands;
-* :mod:`analysis.io` and :mod:`analysis.progress` – atomic files, JSON,
-  tables, checked array input, progress bars.
+* :mod:`analysis.io`, :mod:`analysis.progress` and :mod:`analysis.threads` –
+  atomic files, JSON, tables, checked array input, progress bars, BLAS threads.
 
 Importing :mod:`analysis` does not import matplotlib; the plotting functions
 load it when called.

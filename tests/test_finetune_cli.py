@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
+import analysis.io  # noqa: E402
 from analysis import cli  # noqa: E402
 from analysis.finetune import FinetuneConfig, TrainConfig  # noqa: E402
 from analysis.finetune.figures import FIGURES  # noqa: E402
@@ -92,6 +93,24 @@ def test_bad_arguments_exit_2(argv, tmp_path, capsys, monkeypatch):
     rc, _, err = run(argv, capsys)
     assert rc == 2 and "usage: lbp" in err and err.strip().splitlines()[-1].startswith("lbp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_failure_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """The output set is written last and all or nothing: a failing file removes the others."""
+    real = analysis.io.atomic_write_bytes
+    written = []
+
+    def flaky(path, data):
+        if Path(path).name == "results.json":
+            raise OSError(28, "No space left on device", str(path))
+        written.append(Path(path).name)
+        return real(path, data)
+
+    monkeypatch.setattr(analysis.io, "atomic_write_bytes", flaky)
+    out = tmp_path / "out"
+    rc, _, err = run(["finetune", "--quick", "--quiet", "--out", out, "--cache-dir", tmp_path / "c"], capsys)
+    assert rc == 1 and "No space left on device" in err and err.count("\n") == 1
+    assert written and not out.exists()
 
 
 def test_output_path_is_a_file(tmp_path, capsys):
