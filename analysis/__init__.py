@@ -8,19 +8,23 @@ The package builds on :mod:`lbpcore` (which never imports it):
   backward and rank-matched baselines (KLT, DCT, SVD, random);
 * :mod:`analysis.vit` and :mod:`analysis.images` – a small vision transformer
   with a manual NumPy backward, on real pictures from matplotlib's sample data;
+* :mod:`analysis.capture` – what chosen layers of a PyTorch model see in one
+  training step, recorded with hooks, saved to and read from one ``.npz`` file
+  (PyTorch is imported only to record);
 * :mod:`analysis.finetune` – fine-tuning the ViT with LBP-WHT and its
   baselines on real digits (``lbp finetune``): does it train as well as full
   backpropagation, at what backward cost?
 * :mod:`analysis.bench` – timings of the dense and LBP-WHT backward passes;
 * :mod:`analysis.plots` – headless matplotlib figures, with the names and
   styles of :mod:`analysis.labels`;
-* :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` and the
-  other ``lbp`` subcommands;
+* :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` (on the
+  built-in workload or on a capture) and the other ``lbp`` subcommands;
 * :mod:`analysis.io`, :mod:`analysis.progress` and :mod:`analysis.threads` –
   atomic files, JSON, tables, checked array input, progress bars, BLAS threads.
 
-Importing :mod:`analysis` does not import matplotlib; the plotting functions
-load it when called.
+Importing :mod:`analysis` imports nothing else: each name below is loaded on
+first use (so the ``lbp`` command can catch Ctrl-C from its first moment), and
+matplotlib only when a plotting function is called.
 
 Examples
 --------
@@ -31,16 +35,38 @@ Examples
 1.0
 """
 
-from .cli import main
-from .errors import ErrorReport, GradientError, gradient_errors, rank_sweep
-from .images import ImageBatch, image_batch, sample_images
-from .io import DataError, load_array
-from .metrics import cosine, relative_error
-from .plots import plot_energy_curves, plot_error_curves, plot_layer_bars, plot_spectrum
-from .progress import progress_bar
-from .report import ReportConfig, ReportResult, build_report
-from .spectrum import SpectrumAccumulator, SpectrumResult, energy_curves, energy_kept, energy_maps
-from .vit import FidelityReport, TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
+import importlib
+
+#: Where each name of ``__all__`` is defined; loaded on first use (PEP 562), so
+#: that importing :mod:`analysis` (and the ``lbp`` entry point) stays cheap.
+_SOURCES = {
+    "main": "cli",
+    "ErrorReport": "errors", "GradientError": "errors", "gradient_errors": "errors", "rank_sweep": "errors",
+    "ImageBatch": "images", "image_batch": "images", "sample_images": "images",
+    "DataError": "io", "load_array": "io",
+    "cosine": "metrics", "relative_error": "metrics",
+    "plot_energy_curves": "plots", "plot_error_curves": "plots", "plot_layer_bars": "plots", "plot_spectrum": "plots",
+    "progress_bar": "progress",
+    "ReportConfig": "report", "ReportResult": "report", "build_report": "report",
+    "SpectrumAccumulator": "spectrum", "SpectrumResult": "spectrum", "energy_curves": "spectrum",
+    "energy_kept": "spectrum", "energy_maps": "spectrum",
+    "FidelityReport": "vit", "TinyViT": "vit", "ViTConfig": "vit", "capture_linear_io": "vit",
+    "gradient_fidelity": "vit",
+}
+
+
+def __getattr__(name):
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SOURCES))
+
 
 __all__ = [
     # spectra

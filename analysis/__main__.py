@@ -1,5 +1,5 @@
-"""``python -m analysis``: the ``lbp`` command line (see :mod:`analysis.cli`)."""
+"""``python -m analysis``: the ``lbp`` command line (see :mod:`analysis.cli` and :mod:`analysis._entry`)."""
 
-from .cli import main
+from ._entry import console
 
-raise SystemExit(main())
+raise SystemExit(console())

@@ -23,12 +23,14 @@ import sys
 import time
 import tracemalloc
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
 import lbpcore
 
+from ._outdir import check_output_file, created_directory, path_option
+from .bench_torch import available as torch_available
+from .bench_torch import bench_torch, torch_table
 from .io import text_table, write_json
 
 __all__ = ["add_arguments", "main", "run_bench", "machine_info", "format_table"]
@@ -47,6 +49,8 @@ TARGETS = {
     "gpu_lbp_of_ideal_lp_l1:3": 0.5,
     "gpu_layer_of_ideal_lp_l1:6": 0.85,
     "gpu_fwht_of_copy_bandwidth": 0.6,
+    "torch_lbp_of_ideal_lp_l1:6": 0.7,
+    "torch_gpu_lbp_of_ideal_lp_l1:6": 0.7,
 }
 
 LAYERS = (((16, 16), 768, 3072), ((16, 16), 3072, 768), ((14, 14), 768, 3072))
@@ -384,6 +388,12 @@ def _targets(res: dict) -> list:
         if row["n"] <= 1024:
             v = row["us_per_call"]["fwht"]
             add(f"overhead n={row['n']} (us)", v, f"< {TARGETS['overhead_us_max']}", v < TARGETS["overhead_us_max"])
+    for row in res.get("torch", []):
+        tag = f"{row['grid'][0]}x{row['grid'][1]} {row['c_in']}->{row['c_out']}"
+        for spec, d in row["specs"].items():
+            goal = TARGETS.get(f"torch_gpu_lbp_of_ideal_{spec}" if gpu else f"torch_lbp_of_ideal_{spec}")
+            if goal is not None:
+                add(f"torch LBPLinear {spec} of ideal {tag}", d["of_ideal"], f">= {goal}", d["of_ideal"] >= goal)
     mem = res.get("memory")
     if mem:
         add("layer saved / activation", mem["layer_saved_ratio"], "= (P r + e) / L",
@@ -404,7 +414,8 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     device : {"cpu", "gpu"}
         NumPy on the CPU, or CuPy (imported only here) on the current GPU.
     json_path : str or path, optional
-        Where to write the results as JSON.
+        Where to write the results as JSON (checked before the benchmark runs;
+        written atomically, missing directories created).
     tiny : bool
         Internal: minimal sizes for the test suite (seconds; numbers meaningless).
     stream : file, optional
@@ -414,8 +425,10 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     -------
     dict
         ``machine``, ``settings``, ``backward``, ``memory``, ``wht``, ``overhead``
-        (CPU) or ``gpu``, ``backward``, ``wht`` (GPU), and ``targets`` (each with
-        value, target and whether it was met).
+        (CPU) or ``gpu``, ``backward``, ``wht`` (GPU); ``torch`` (the rows of
+        :func:`analysis.bench_torch.bench_torch`, when PyTorch is installed, with
+        a CUDA device for ``"gpu"``); and ``targets`` (each with value, target and
+        whether it was met).
 
     Examples
     --------
@@ -427,6 +440,8 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     """
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if json_path is not None:
+        json_path = check_output_file(json_path)  # fail before the run, not after it
     stream = sys.stdout if stream is None else stream
     t0 = time.perf_counter()
     if tiny:
@@ -445,20 +460,24 @@ def run_bench(quick: bool = False, device: str = "cpu", json_path=None, *, tiny:
     res = {"device": device, "machine": machine_info(device),
            "settings": {"quick": bool(quick), "tiny": bool(tiny), "batch": batch if device == "cpu" else gbatch,
                         "rounds": rounds, "dtype": "float32"}}
+    torch_layers = layers[:2]  # the ViT-B MLP shapes, 768 <-> 3072 on the 16x16 grid
     if device == "gpu":
         res.update(bench_gpu(gbatch, rounds))
+        if torch_available("gpu"):
+            res["torch"] = bench_torch(batch, rounds, torch_layers, device="gpu")
     else:
         res["backward"] = bench_backward(batch, rounds, layers=layers)
         res["memory"] = bench_memory(batch, c_in=layers[0][1], c_out=layers[0][2], grid=layers[0][0])
         res["wht"] = bench_wht(batched, singles, rounds)
         res["overhead"] = bench_overhead(calls=over_calls)
+        if torch_available("cpu"):
+            res["torch"] = bench_torch(batch, rounds, torch_layers)
     res["targets"] = _targets(res)
     res["elapsed_s"] = time.perf_counter() - t0
     print(format_table(res), file=stream)
     if json_path is not None:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, res)
+        with created_directory(json_path.parent):
+            write_json(json_path, res)
     return res
 
 
@@ -535,6 +554,10 @@ def format_table(res: dict) -> str:
     lines.append("")
     lines.append("backward (ms; speed-up = plain / time; 'of ideal' = speed-up / cost-model ideal)")
     lines.append(_backward_table(res.get("backward", [])))
+    if res.get("torch"):
+        lines.append("")
+        lines.append("PyTorch backward (ms; speed-up = nn.Linear / LBPLinear; 'of ideal' = speed-up / ideal)")
+        lines.append(torch_table(res["torch"]))
     mem = res.get("memory")
     if mem:
         lines.append("")
@@ -592,7 +615,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     (True, 'b.json', 'cpu')
     """
     parser.add_argument("--quick", action="store_true", help="smaller batches, fewer rounds (under a minute)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--json", metavar="FILE", type=path_option, help="also write the results as JSON")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (NumPy) or gpu (CuPy)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     return parser

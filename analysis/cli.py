@@ -3,25 +3,35 @@
 Subcommands (``lbp COMMAND --help`` for the options)::
 
     lbp report   [--out DIR] [--quick] [--subset LAYERS ...] [--quiet]
+                 [--capture FILE [--grid HxW] [--extra-tokens E]]
     lbp spectrum FILE --grid HxW [--patch N] [--extra-tokens E] [--layout tokens|nchw]
-                 [--key NAME] [--pad MODE] --out DIR
-    lbp error    FILE.npz --grid HxW --bases SPEC [--patch N] [--extra-tokens E]
+                 [--key NAME | --layer NAME] [--pad MODE] --out DIR
+    lbp error    FILE.npz --grid HxW --bases SPEC [--patch N] [--extra-tokens E] [--layer NAME]
                  [--layout tokens|nchw] [--pad MODE] [--baselines LIST] --out DIR
     lbp bench    [--quick] [--json FILE] [--device cpu|gpu]
     lbp finetune [--quick] [--out DIR] [--seeds N] [--steps N] [--cache-dir DIR] [--quiet]
 
+``--layer NAME`` reads one layer of a capture file (:mod:`analysis.capture`):
+its ``grad_y`` for ``spectrum``, its ``x``, ``weight`` and ``grad_y`` for
+``error``; the grid, extra tokens and layout default to the capture's.
+
 Exit status: 0 on success; 2 on a usage error (bad option or value, printed by
-:mod:`argparse` with the usage); 1 on bad data (missing or unreadable file,
-missing array, shapes that do not fit the grid, NaN or inf: a
-:class:`~analysis.io.DataError`) or an output that cannot be written, with a
-one-line ``lbp: error:`` message on stderr.  Every input is read and checked
-and every result computed before the first file is written, each file
-atomically (:func:`analysis.io.write_files`), so a failed run leaves nothing
-behind.
+:mod:`argparse` with the usage and the option's name); 1 on bad data (missing,
+unreadable or truncated file, missing array, shapes that do not fit the grid,
+NaN or inf: a :class:`~analysis.io.DataError` naming the file) or an output
+that cannot be written, with a one-line ``lbp: error:`` message on stderr; 130
+after Ctrl-C (``lbp: interrupted``, no traceback: :mod:`analysis._entry`).
+
+The output (``--out``, ``--json``) is checked before anything is computed
+(:func:`analysis._outdir.check_output_dir`), every input is read and checked
+and every result computed before the first file is written, and the files of
+a run are swapped in all at once (:func:`analysis.io.write_files`): a failed
+or interrupted run leaves the old output as it was and nothing behind.
 
 The same entry point runs as ``lbp`` (console script), ``python -m analysis``
-or :func:`main` from Python.  With the environment variable ``LBP_DEBUG=1``
-errors raise with their traceback instead of the one-line message.
+or :func:`main` from Python (where Ctrl-C raises :class:`KeyboardInterrupt`).
+With the environment variable ``LBP_DEBUG=1`` errors raise with their
+traceback instead of the one-line message.
 """
 
 from __future__ import annotations
@@ -38,9 +48,11 @@ from pathlib import Path
 import numpy as np
 
 import lbpcore
-from lbpcore._validation import check_choice, check_grid, check_int, check_power_of_two
+from lbpcore._validation import check_choice, check_grid, check_int, check_patch
 
 from . import bench
+from ._outdir import check_output_dir, check_output_file, path_option
+from .capture import load_capture
 from .errors import BASELINES, gradient_errors
 from .finetune import FinetuneConfig, build_finetune
 from .io import DataError, figure_bytes, json_text, load_array, text_table, to_jsonable, write_files
@@ -108,6 +120,9 @@ def _integer_option(check):
     return parse
 
 
+_EXTRA_TOKENS = _integer_option(lambda v: check_int(v, "extra_tokens", minimum=0))
+
+
 def _baseline_list(text):
     names = tuple(n for n in (t.strip() for t in str(text).split(",")) if n and n.lower() != "none")
     try:
@@ -121,10 +136,33 @@ def _selection(args):
     if args.layout == "nchw" and args.extra_tokens:
         args.subparser.error("--extra-tokens must be 0 with --layout nchw")
     n = args.patch
+    for side in args.grid:  # the bound of reflect padding, for every mode: a patch is mostly grid, not padding
+        _, before, after = lbpcore.padding(side, n)
+        if max(before, after) >= side:
+            args.subparser.error(f"--patch {n} is too large for the {args.grid[0]}x{args.grid[1]} grid: it would pad "
+                                 f"a side of {side} by {max(before, after)}, more than the side itself")
     try:  # a constant score map stands in for the data of the energy specs
         return lbpcore.select_bases(n, args.bases, calibration=np.ones((n, n)))
     except ValueError as exc:
         args.subparser.error(f"--bases: {exc}")
+
+
+def _grid_setting(args, layer=None):
+    """Fill in ``--grid``, ``--extra-tokens`` and ``--layout``: the options given, else the captured layer's."""
+    if layer is not None:
+        args.grid = layer.grid if args.grid is None else args.grid
+        args.extra_tokens = layer.extra_tokens if args.extra_tokens is None else args.extra_tokens
+        args.layout = layer.layout if args.layout is None else args.layout
+    args.layout = args.layout or "tokens"
+    args.extra_tokens = args.extra_tokens or 0
+    if args.grid is None:
+        args.subparser.error("--grid HxW is required" + (" (the capture stores no grid)" if layer else ""))
+    return layer
+
+
+def _captured_layer(args):
+    """The layer ``--layer`` names in the capture file (arrays not read yet), or None."""
+    return _grid_setting(args, None if args.layer is None else load_capture(args.file)[args.layer])
 
 
 @contextlib.contextmanager
@@ -142,23 +180,27 @@ def _data_of(path):
 # the parser
 
 
-def _add_data_command(sub, name, func, *, file, with_key, bases, **texts):
+def _add_data_command(sub, name, func, *, file, with_key, layer_help, bases, **texts):
     """A subcommand that reads an array file on a token grid: ``FILE``, the grid options, ``--bases``."""
     p = sub.add_parser(name, **texts)
     p.add_argument("file", metavar=file[0], help=file[1])
-    p.add_argument("--grid", type=parse_grid, required=True, metavar="HxW",
-                   help="token grid h x w (row-major tokens after the extra tokens); for nchw it must be H x W")
-    p.add_argument("--patch", type=_integer_option(lambda v: check_power_of_two(v, "patch")), default=8,
+    p.add_argument("--grid", type=parse_grid, metavar="HxW",
+                   help="token grid h x w (row-major tokens after the extra tokens); for nchw it must be H x W "
+                        "(default: the capture's with --layer)")
+    p.add_argument("--patch", type=_integer_option(lambda v: check_patch(v, "patch")), default=8,
                    metavar="N", help="patch size n, a power of two (default 8)")
-    p.add_argument("--extra-tokens", type=_integer_option(lambda v: check_int(v, "extra_tokens", minimum=0)),
-                   default=0, metavar="E", help="leading tokens outside the grid, e.g. a class token (default 0)")
-    p.add_argument("--layout", choices=("tokens", "nchw"), default="tokens",
-                   help="tokens: (B, E + h*w, C); nchw: (B, C, H, W) (default tokens)")
+    p.add_argument("--extra-tokens", type=_EXTRA_TOKENS, metavar="E",
+                   help="leading tokens outside the grid, e.g. a class token (default 0, or the capture's)")
+    p.add_argument("--layout", choices=("tokens", "nchw"),
+                   help="tokens: (B, E + h*w, C); nchw: (B, C, H, W) (default tokens, or the captured layer's)")
     p.add_argument("--pad", choices=("reflect", "zero", "none"), default="reflect",
                    help="padding of grids the patch size does not divide (default reflect)")
+    source = p.add_mutually_exclusive_group() if with_key else p
     if with_key:
-        p.add_argument("--key", metavar="NAME", help="array to read from a .npz archive (default: its only array)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+        source.add_argument("--key", metavar="NAME", help="array to read from a .npz archive (default: its only array)")
+    source.add_argument("--layer", metavar="NAME", help=f"layer of a capture file (analysis.capture): {layer_help}")
+    p.add_argument("--out", required=True, type=path_option, metavar="DIR",
+                   help="output directory (created if missing; files of yours in it are kept)")
     p.add_argument("--bases", metavar="SPEC", **bases)
     p.set_defaults(func=func, subparser=p)
     return p
@@ -177,8 +219,8 @@ def build_parser():
     --------
     >>> from analysis.cli import build_parser
     >>> args = build_parser().parse_args(["spectrum", "x.npy", "--grid", "16x16", "--out", "o"])
-    >>> args.command, args.grid, args.patch, args.layout
-    ('spectrum', (16, 16), 8, 'tokens')
+    >>> args.command, args.grid, args.patch, args.pad
+    ('spectrum', (16, 16), 8, 'reflect')
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -190,16 +232,25 @@ def build_parser():
     p = sub.add_parser("report", help="analyse the built-in ViT workload and write a Markdown report",
                        description="Run the built-in workload (a small ViT on matplotlib's sample images) and "
                                    "write DIR/index.md, its PNG figures and DIR/results.json.")
-    p.add_argument("--out", default="lbp-report", metavar="DIR", help="output directory (default ./lbp-report)")
+    p.add_argument("--out", default="lbp-report", type=path_option, metavar="DIR",
+                   help="output directory (default ./lbp-report; files of yours in it are kept)")
     p.add_argument("--quick", action="store_true", help="a reduced workload (seconds; for smoke tests)")
     p.add_argument("--subset", action="append", default=[], metavar="LAYERS",
                    help="also run end to end with LBP-WHT on these layers only: comma-separated names or patterns, "
                         "e.g. 'blocks.3.*' or 'blocks.*.mlp.fc1,blocks.*.attn.proj' (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--capture", metavar="FILE",
+                   help="report on the layers of a capture file of your own model (analysis.capture) instead of "
+                        "the built-in workload")
+    p.add_argument("--grid", type=parse_grid, metavar="HxW",
+                   help="with --capture: token grid of the layers' inputs (default: the one stored in FILE)")
+    p.add_argument("--extra-tokens", type=_EXTRA_TOKENS, metavar="E",
+                   help="with --capture: leading tokens outside the grid (default: the number stored in FILE)")
     p.set_defaults(func=_cmd_report, subparser=p)
 
     _add_data_command(
-        sub, "spectrum", _cmd_spectrum, file=("FILE", ".npy file, or .npz archive (see --key)"), with_key=True,
+        sub, "spectrum", _cmd_spectrum, file=("FILE", ".npy file, or .npz archive (see --key, --layer)"), with_key=True,
+        layer_help="the spectrum of its grad_y (use --key NAME/x for its input)",
         bases={"default": "lp_l1:6",
                "help": "selection outlined on the heatmap and reported as energy kept (default lp_l1:6)"},
         help="Walsh-Hadamard energy spectrum of one array",
@@ -208,7 +259,7 @@ def build_parser():
     )
     p = _add_data_command(
         sub, "error", _cmd_error, file=("FILE.npz", "archive with arrays x, weight (C_out, C_in) and grad_y"),
-        with_key=False,
+        with_key=False, layer_help="its x, weight and grad_y instead of the arrays x, weight and grad_y",
         bases={"required": True, "help": "basis selection, e.g. lp_l1:6, lp_linf:4, energy_l2:16 (ranked on grad_y)"},
         help="gradient errors of LBP-WHT and baselines on one layer",
         description="Read x, weight and grad_y from FILE.npz, compare the LBP-WHT gradients (and rank-matched "
@@ -216,7 +267,8 @@ def build_parser():
     )
     p.add_argument("--baselines", type=_baseline_list, default=("klt", "dct", "svd", "random"), metavar="LIST",
                    help="comma-separated baselines at the same rank (default klt,dct,svd,random; 'none' for none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline (default 0)")
+    p.add_argument("--seed", type=_integer_option(lambda v: check_int(v, "seed", minimum=0)), default=0,
+                   help="seed of the random baseline, >= 0 (default 0)")
 
     p = sub.add_parser("bench", help="time dense versus LBP-WHT backward and the WHT (analysis.bench)",
                        description="Benchmark the LBP-WHT backward and the fast Walsh-Hadamard transform "
@@ -230,7 +282,8 @@ def build_parser():
                                    "digits 5-9 with full backpropagation, LBP-WHT at several ranks and the baselines "
                                    "at the same cost, and write DIR/index.md, DIR/results.json and the figures "
                                    "(see analysis.finetune).")
-    p.add_argument("--out", default="lbp-finetune", metavar="DIR", help="output directory (default ./lbp-finetune)")
+    p.add_argument("--out", default="lbp-finetune", type=path_option, metavar="DIR",
+                   help="output directory (default ./lbp-finetune; files of yours in it are kept)")
     p.add_argument("--quick", action="store_true",
                    help="one seed, fewer methods and steps (a few minutes at most on 2 cores)")
     p.add_argument("--seeds", type=positive, metavar="N", help="seeds per method (default 3; 1 with --quick)")
@@ -248,8 +301,10 @@ def build_parser():
 
 
 def _cmd_spectrum(args):
+    layer = _captured_layer(args)  # reads the capture's headers only: its grid is needed to check the options
     basis = _selection(args)
-    x = load_array(args.file, args.key)
+    x = load_array(args.file, args.key) if layer is None else layer.grad_y
+    key = args.key if layer is None else f"{args.layer}/grad_y"
     spec = args.bases.strip()
     with _data_of(args.file):
         res = energy_maps(x, grid=args.grid, patch=args.patch, pad=args.pad, extra_tokens=args.extra_tokens,
@@ -261,13 +316,13 @@ def _cmd_spectrum(args):
     kept = energy_kept(res, basis)
     result = res.to_dict()
     result.update({
-        "source": {"file": str(args.file), "key": args.key, "shape": list(x.shape), "dtype": str(x.dtype)},
+        "source": {"file": str(args.file), "key": key, "shape": list(x.shape), "dtype": str(x.dtype)},
         "bases": basis.spec,
         "rank": int(basis.rank),
         "energy_kept": kept,
         "curves": curves,
     })
-    name = Path(args.file).name + (f"[{args.key}]" if args.key else "")
+    name = Path(args.file).name + (f"[{key}]" if key else "")
     heat = plot_spectrum(res.energy_map, bases=basis, title=f"Walsh energy of {name}, patch {args.patch}")
     curve = plot_energy_curves(curves, highlight=basis.rank, title=f"energy kept: {name}")
     write_files(args.out, {"spectrum.json": json_text(result), "spectrum.png": figure_bytes(heat.figure),
@@ -286,15 +341,22 @@ def _error_table(rows):
     )
 
 
+def _error_rows(report):
+    """The ``grad_x`` and ``grad_weight`` metric dicts of every method of a JSON report."""
+    for g in [report["lbp"], *report.get("baselines", {}).values()]:
+        yield g["grad_x"]
+        yield g["grad_weight"]
+
+
 def _cmd_error(args):
+    layer = _captured_layer(args)  # as for spectrum
     basis = _selection(args)
     path = Path(args.file)
     if path.suffix.lower() != ".npz":
         raise DataError(f"{args.file}: " + ("no such file" if not path.exists()
                                             else "expected a .npz archive with arrays x, weight and grad_y"))
-    x, weight, grad_y = (load_array(args.file, key) for key in ("x", "weight", "grad_y"))
-    if x.ndim and x.shape[0] == 0:
-        raise DataError(f"{args.file}: x has an empty batch (shape {x.shape})")
+    prefix = "" if layer is None else f"{args.layer}/"
+    x, weight, grad_y = (load_array(args.file, prefix + key) for key in ("x", "weight", "grad_y"))
     with _data_of(args.file):
         if args.bases.strip().startswith("energy"):
             # rank the bases by grad_y itself, the tensor the backward projects
@@ -306,12 +368,15 @@ def _cmd_error(args):
                                  extra_tokens=args.extra_tokens, layout=args.layout, baselines=args.baselines,
                                  seed=args.seed)
     report = to_jsonable(report)
+    if None in (g[m] for g in _error_rows(report) for m in ("rel_error", "cosine")):
+        raise DataError(f"{args.file}: the gradient errors are not finite numbers (an exact gradient is zero "
+                        "where the approximation is not); nothing to report")
     lbp = report["lbp"]
     baselines = {name: {"grad_x": g["grad_x"], "grad_weight": g["grad_weight"]}
                  for name, g in report.get("baselines", {}).items()}
     result = {
-        "source": {"file": str(args.file), "x_shape": list(x.shape), "weight_shape": list(weight.shape),
-                   "grad_y_shape": list(grad_y.shape), "dtype": str(x.dtype)},
+        "source": {"file": str(args.file), **({"layer": args.layer} if args.layer else {}), "x_shape": list(x.shape),
+                   "weight_shape": list(weight.shape), "grad_y_shape": list(grad_y.shape), "dtype": str(x.dtype)},
         "grid": list(args.grid),
         "patch": args.patch,
         "extra_tokens": args.extra_tokens,
@@ -335,6 +400,15 @@ def _cmd_error(args):
 
 def _cmd_report(args):
     config = ReportConfig.quick_config() if args.quick else ReportConfig()
+    if args.capture is not None:
+        if args.subset:
+            args.subparser.error("--subset runs the built-in workload end to end; it does not go with --capture")
+        capture = load_capture(args.capture).with_grid(args.grid, args.extra_tokens)
+        result = build_report(args.out, config=config, progress=not args.quiet, capture=capture)
+        print(f"wrote {result.index}")
+        return 0
+    if args.grid is not None or args.extra_tokens is not None:
+        args.subparser.error("--grid and --extra-tokens go with --capture FILE")
     extra = []
     for text in args.subset:
         names = [t.strip() for t in text.split(",") if t.strip()]
@@ -388,8 +462,15 @@ def main(argv=None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 on a usage error, 1 on bad data (with a
-        one-line ``lbp: error: ...`` message on stderr and nothing written).
+        Exit status: 0 on success, 2 on a usage error, 1 on bad data or an
+        output that cannot be written (with a one-line ``lbp: error: ...``
+        message on stderr and nothing written).
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C; the ``lbp`` command (:func:`analysis._entry.main`) turns
+        it into ``lbp: interrupted`` and exit status 130.
 
     Examples
     --------
@@ -410,17 +491,25 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.rest = argv[argv.index(args.command) + 1:]
+        _check_outputs(args)
         return int(args.func(args) or 0)
     except SystemExit as exc:  # a usage error, printed by argparse with the usage (2), or --help (0)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    except (ValueError, OSError) as exc:  # bad data (DataError), unwritable output...
+    except (ValueError, OSError, MemoryError) as exc:  # bad data (DataError), unwritable output...
         if os.environ.get("LBP_DEBUG"):
             raise
         msg = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, OSError) and getattr(exc, "filename", None) and exc.strerror:
             msg = f"{exc.filename}: {exc.strerror}"
+        if isinstance(exc, MemoryError):
+            msg = f"out of memory ({msg})"
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+
+
+def _check_outputs(args):
+    """The outputs of a command (``--out`` directory, ``--json`` file) can be written: checked before it runs."""
+    if getattr(args, "out", None) is not None:
+        check_output_dir(args.out)
+    if getattr(args, "json", None) is not None:
+        check_output_file(args.json)

@@ -22,7 +22,7 @@ import numpy as np
 import lbpcore
 
 from .baselines import dct_basis, random_basis, top_eigenvectors, walsh_basis
-from .metrics import cosine, relative_error
+from .metrics import cosine, relative_error, unit_scale
 from .progress import progress_bar
 from .spectrum import full_basis, full_coefficients
 
@@ -317,6 +317,15 @@ class _Problem:
                              proj, {"svd_rank": int(k), "scope": "per batch item, grid tokens"})
 
 
+def _unit_scaled(x, weight, grad_y):
+    """The layer's arrays, each brought to unit scale by a power of two (exact; see :func:`gradient_errors`)."""
+    arrays = [np.asarray(a) for a in (x, weight, grad_y)]
+    for name, a in zip(("x", "weight", "grad_y"), arrays, strict=True):
+        if a.size == 0:
+            raise ValueError(f"{name} is empty (shape {a.shape}): there is no gradient to compare")
+    return [unit_scale(a) for a in arrays]
+
+
 def _check_methods(methods):
     methods = tuple(methods)
     for m in methods:
@@ -479,7 +488,16 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     Raises
     ------
     ValueError
-        On an unknown baseline or as :func:`lbpcore.lbp_backward`.
+        On an unknown baseline, an empty array (no gradient to compare), or
+        as :func:`lbpcore.lbp_backward`.
+
+    Notes
+    -----
+    ``x``, ``weight`` and ``grad_y`` are each multiplied by a power of two that
+    brings their largest magnitude to ``[0.5, 1)`` before anything is
+    computed: exact, and every reported number (relative errors, cosines,
+    projection errors) is invariant to it, so finite data near the ends of the
+    float64 range (``1e300``) gives finite errors instead of an overflow.
 
     Examples
     --------
@@ -495,7 +513,8 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     True
     """
     methods = _check_methods(baselines)
-    prob = _Problem(x, weight, grad_y, grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens, layout=layout)
+    prob = _Problem(*_unit_scaled(x, weight, grad_y), grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens,
+                    layout=layout)
     if isinstance(bases, str) and bases.strip().startswith("energy"):
         basis = lbpcore.select_bases(prob.n, bases, calibration=prob.grad_y, grid=prob.grid,
                                      extra_tokens=prob.extra_tokens, pad=pad, layout=layout)
@@ -542,7 +561,8 @@ def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELI
     True
     """
     methods = _check_methods(methods)
-    prob = _Problem(x, weight, grad_y, grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens, layout=layout)
+    prob = _Problem(*_unit_scaled(x, weight, grad_y), grid=grid, patch=patch, pad=pad, extra_tokens=extra_tokens,
+                    layout=layout)
     ks = list(range(1, 2 * prob.n)) if ks is None else [int(k) for k in ks]
     reports = []
     with progress_bar(len(ks), "rank sweep", enabled=None if progress else False) as bar:

@@ -7,8 +7,9 @@ if one fails.  :func:`to_jsonable` is the one conversion of results to plain JSO
 data, :func:`figure_bytes` renders a figure in memory, :func:`text_table` and
 :func:`markdown_table` lay out tables.
 
-Input: :func:`load_array` reads ``.npy`` / ``.npz`` files and turns every problem
-into a one-line :class:`DataError` naming the file.
+Input: :func:`load_array` reads ``.npy`` / ``.npz`` files, each header checked
+before the data (:mod:`analysis._arrayfile`), and turns every problem into a
+one-line :class:`DataError` naming the file.
 
 A crash in the middle of a write never leaves a partial file behind: the
 destination keeps its previous content or gets the complete new one.
@@ -23,11 +24,13 @@ import json
 import math
 import os
 import tempfile
-import zipfile
 from io import BytesIO, StringIO
 from pathlib import Path
 
 import numpy as np
+
+from ._arrayfile import DataError, read_npy, read_npz
+from ._outdir import file_mode, replace_directory, uninterrupted
 
 __all__ = [
     "DataError",
@@ -44,42 +47,6 @@ __all__ = [
     "markdown_table",
     "load_array",
 ]
-
-
-class DataError(ValueError):
-    """Bad input data: unreadable file, missing key, wrong dtype, NaN or inf.
-
-    The message is always a single line that names the file, suitable for a
-    command-line error without a traceback.
-
-    Parameters
-    ----------
-    message : str
-        The message; runs of whitespace (newlines included) become one space.
-
-    Examples
-    --------
-    >>> from analysis.io import DataError
-    >>> str(DataError("x.npy: no such file"))
-    'x.npy: no such file'
-    >>> issubclass(DataError, ValueError)
-    True
-    """
-
-    def __init__(self, message):
-        super().__init__(" ".join(str(message).split()))
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where possible."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
 
 
 def atomic_write_bytes(path, data) -> Path:
@@ -125,7 +92,7 @@ def atomic_write_bytes(path, data) -> Path:
     try:
         mode = os.stat(path).st_mode & 0o7777
     except OSError:
-        mode = 0o666 & ~_umask()
+        mode = file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -141,10 +108,8 @@ def atomic_write_bytes(path, data) -> Path:
             pass
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with uninterrupted(), contextlib.suppress(OSError):  # a second Ctrl-C must not leave the file behind
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     return path
 
@@ -177,12 +142,18 @@ def atomic_write_text(path, text, *, encoding="utf-8") -> Path:
 
 
 def write_files(out, files) -> list:
-    """Write several files into a directory, each atomically; all or nothing.
+    """Write a set of files into a directory, all or nothing.
+
+    The whole set is written into a temporary directory beside ``out`` and
+    swapped in at once (:func:`analysis._outdir.replace_directory`): readers,
+    crashes and Ctrl-C see either the old set or the new one.  Other files
+    already in ``out`` stay, unchanged (carried over as hard links).
 
     Parameters
     ----------
     out : str or os.PathLike
-        The directory; created (with its parents) if missing.
+        The directory; created (with its parents) if missing.  It must not
+        hold sub-directories nor be the current directory.
     files : dict of str to (bytes or str)
         File name to content; text is written as UTF-8.
 
@@ -196,39 +167,19 @@ def write_files(out, files) -> list:
     NotADirectoryError
         If ``out`` exists and is not a directory.
     OSError
-        If a file cannot be written.  The files this call created are removed
-        again (and ``out`` itself if this call created it), so a failed call
-        adds nothing; a file it had already replaced keeps its new content.
+        If ``out`` cannot take the set (see
+        :func:`analysis._outdir.check_output_dir`) or a file cannot be
+        written; ``out`` keeps its old content and nothing is left behind.
 
     Examples
     --------
-    >>> import os, tempfile
+    >>> import tempfile
     >>> from analysis.io import write_files
-    >>> out = os.path.join(tempfile.mkdtemp(), "report")
-    >>> [p.name for p in write_files(out, {"index.md": "# hi\\n", "data.bin": b"\\x00"})]
-    ['index.md', 'data.bin']
+    >>> d = tempfile.mkdtemp()
+    >>> [p.read_bytes() for p in write_files(d, {"a.txt": "1", "b.bin": b"\\x02"})]
+    [b'1', b'\\x02']
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(20, "exists and is not a directory", str(out))
-    made_dir = not out.exists()
-    created = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            target = out / name
-            existed = target.exists()
-            atomic_write_bytes(target, data.encode("utf-8") if isinstance(data, str) else data)
-            if not existed:
-                created.append(target)
-    except BaseException:
-        for target in created:
-            target.unlink(missing_ok=True)
-        if made_dir:
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
-    return [out / name for name in files]
+    return replace_directory(out, files)
 
 
 def to_jsonable(obj):
@@ -549,14 +500,8 @@ def markdown_table(headers, rows, align=None) -> str:
 # input
 
 
-def _first_line(exc) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _check_array(arr, where: str, *, chunk=1 << 22):
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{where} has dtype {arr.dtype}; expected a real numeric array")
+    """``arr`` if all its values are finite (its dtype was checked with its header)."""
     if arr.dtype.kind == "f":
         flat = arr.reshape(-1)
         bad = 0
@@ -590,8 +535,10 @@ def load_array(path, key=None, *, mmap=False):
     ------
     DataError
         With a one-line message naming the file: missing or unreadable file,
-        unsupported suffix, missing or ambiguous key, object/complex/string
-        dtype, or NaN/inf values.
+        unsupported suffix, not ``.npy`` data (a text file, an archive member
+        of other bytes), a header that claims more bytes than the file holds
+        or than the machine's memory, missing or ambiguous key,
+        object/complex/string dtype, or NaN/inf values.
 
     Examples
     --------
@@ -620,26 +567,6 @@ def load_array(path, key=None, *, mmap=False):
     if suffix == ".npy":
         if key is not None:
             raise DataError(f"{name}: a .npy file holds one array; key={key!r} is only for .npz")
-        try:
-            arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"{name}: cannot read as .npy: {_first_line(exc)}") from None
-        if not isinstance(arr, np.ndarray):
-            raise DataError(f"{name}: not a .npy array file")
-        return _check_array(arr, name)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = sorted(archive.files)
-            if key is None:
-                if len(keys) != 1:
-                    listed = ", ".join(keys) if keys else "none"
-                    raise DataError(f"{name}: holds {len(keys)} arrays ({listed}); choose one with a key")
-                key = keys[0]
-            elif key not in archive.files:
-                raise DataError(f"{name}: no array {key!r} (it has: {', '.join(keys) or 'nothing'})")
-            arr = archive[key]
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{name}: cannot read as .npz: {_first_line(exc)}") from None
+        return _check_array(read_npy(path, mmap=mmap), name)
+    key, arr = read_npz(path, key)
     return _check_array(arr, f"{name}: array {key!r}")

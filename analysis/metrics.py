@@ -11,7 +11,39 @@ import math
 
 import numpy as np
 
-__all__ = ["relative_error", "cosine", "energy_fraction"]
+__all__ = ["relative_error", "cosine", "energy_fraction", "unit_scale"]
+
+
+def unit_scale(a, like=None):
+    """``a`` in float64 times the power of two that brings ``max|like|`` (default ``a``) into [0.5, 1).
+
+    Exact (a power of two), and every number these metrics compute is
+    invariant to it; norms of values near the ends of the float64 range
+    (``1e300``, ``1e-300``) then neither overflow nor underflow.  Arrays with
+    no finite non-zero maximum are returned unscaled.
+
+    Parameters
+    ----------
+    a : array_like
+    like : array_like, optional
+        The array whose magnitude sets the scale; default ``a``.
+
+    Returns
+    -------
+    ndarray of float64
+
+    Examples
+    --------
+    >>> from analysis.metrics import unit_scale
+    >>> unit_scale([3e300, -1e300]).tolist()
+    [0.5599..., -0.1866...]
+    """
+    a = np.asarray(a, dtype=np.float64)
+    ref = a if like is None else np.asarray(like, dtype=np.float64)
+    top = float(np.max(np.abs(ref))) if ref.size else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return a
+    return np.ldexp(a, -math.frexp(top)[1])
 
 
 def relative_error(a, b) -> float:
@@ -25,7 +57,9 @@ def relative_error(a, b) -> float:
     Returns
     -------
     float
-        0.0 when both are zero; ``inf`` when only ``b`` is zero.
+        0.0 when both are zero; ``inf`` when only ``b`` is zero.  Computed at
+        unit scale (:func:`unit_scale`), so finite inputs near ``1e300`` give
+        a finite answer.
 
     Examples
     --------
@@ -37,6 +71,8 @@ def relative_error(a, b) -> float:
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+    both = np.stack([a, b])  # one scale for both: the ratio is unchanged
+    a, b = unit_scale(both)
     num = float(np.linalg.norm((a - b).ravel()))
     den = float(np.linalg.norm(b.ravel()))
     if den == 0.0:
@@ -55,6 +91,7 @@ def cosine(a, b) -> float:
     -------
     float
         In ``[-1, 1]``; 1.0 when both are zero, 0.0 when exactly one is.
+        Computed at unit scale (:func:`unit_scale`).
 
     Examples
     --------
@@ -62,8 +99,8 @@ def cosine(a, b) -> float:
     >>> cosine([1.0, 0.0], [1.0, 1.0])
     0.7071067811865475
     """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
+    a = unit_scale(a).ravel()
+    b = unit_scale(b).ravel()
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))

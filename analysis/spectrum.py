@@ -316,14 +316,15 @@ class SpectrumAccumulator:
             self._channels = c
         elif c != self._channels:
             raise ValueError(f"chunk has {c} channels but earlier chunks had {self._channels}")
-        sq = coef * coef
-        ab = np.abs(coef)
-        if self.per is None:
-            s2, s1 = sq.sum(axis=(0, 1, 3)), ab.sum(axis=(0, 1, 3))  # (K,)
-        elif self.per == "channel":
-            s2, s1 = sq.sum(axis=(0, 1)).T, ab.sum(axis=(0, 1)).T  # (C, K)
-        else:
-            s2, s1 = sq.sum(axis=(0, 3)), ab.sum(axis=(0, 3))  # (P, K)
+        with np.errstate(over="ignore"):  # an overflow is reported by result(), in words
+            sq = coef * coef
+            ab = np.abs(coef)
+            if self.per is None:
+                s2, s1 = sq.sum(axis=(0, 1, 3)), ab.sum(axis=(0, 1, 3))  # (K,)
+            elif self.per == "channel":
+                s2, s1 = sq.sum(axis=(0, 1)).T, ab.sum(axis=(0, 1)).T  # (C, K)
+            else:
+                s2, s1 = sq.sum(axis=(0, 3)), ab.sum(axis=(0, 3))  # (P, K)
         if self._l2 is None:
             self._l2 = np.zeros(s2.shape)
             self._l1 = np.zeros(s1.shape)
@@ -341,10 +342,17 @@ class SpectrumAccumulator:
         Raises
         ------
         ValueError
-            If no data has been added.
+            If no data has been added, the data has no channels (an empty
+            spectrum: no energy to keep or lose), or its energy (a sum of
+            squares) overflows float64.
         """
         if self._l2 is None:
             raise ValueError("SpectrumAccumulator.result() called before any data was added")
+        if self._channels == 0:
+            raise ValueError("x has no channels: its spectrum is empty (no energy to keep or lose)")
+        if not (np.all(np.isfinite(self._l2)) and np.all(np.isfinite(self._l1))):
+            raise ValueError("the energy of x (a sum of squares) overflows float64: its values are too large "
+                             "(rescale the data, e.g. divide by its maximum)")
         n = self.patch
         idx = self.basis.indices
         lead = self._l2.shape[:-1]

@@ -6,11 +6,15 @@ Build (from the repository root, no network needed)::
 
 Figures in the method page and the tutorials are drawn at build time by
 matplotlib's ``plot`` directive from code that calls :mod:`lbpcore` and
-:mod:`analysis`.  Neither PyTorch nor CuPy is imported.
+:mod:`analysis`.  CuPy is never imported; PyTorch only by autodoc, for the
+pages of :mod:`lbpcore.torch`, and where it is not installed it is mocked
+(``autodoc_mock_imports``), so the build does not need it (the class signatures
+there then read ``(*args, **kwargs)``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -53,6 +57,7 @@ autosummary_generate = True  # writes docs/generated/*.rst (gitignored)
 autosummary_imported_members = False
 autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "none"  # types come from the numpydoc sections
+autodoc_mock_imports = [] if importlib.util.find_spec("torch") else ["torch"]  # lbpcore.torch
 
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

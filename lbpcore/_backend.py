@@ -17,6 +17,8 @@ from array_api_compat import array_namespace, is_numpy_namespace
 from array_api_compat import device as _device
 from array_api_compat import numpy as compat_numpy
 
+from ._validation import plain_array
+
 __all__ = [
     "array_namespace",
     "as_float_array",
@@ -44,9 +46,13 @@ def as_float_array(x, name: str, xp=None):
     Real floating arrays (float32, float64) pass through unchanged.  Integer
     arrays are promoted to the namespace's default real floating dtype
     (float64 for NumPy); this is the documented promotion.  Python sequences
-    and scalars are converted with NumPy.  Booleans, complex numbers and
-    anything else raise :class:`TypeError` naming ``name``.
+    and scalars are converted with NumPy.  NumPy's special cases are made plain
+    first (:func:`~lbpcore._validation.plain_array`: ``np.matrix`` becomes an
+    ndarray, big-endian data native, masked arrays and ``None`` are refused).
+    Booleans, complex numbers and anything else raise :class:`TypeError`
+    naming ``name``.
     """
+    x = plain_array(x, name)
     if xp is None:
         try:
             xp = array_namespace(x)
@@ -77,17 +83,23 @@ def as_float_array(x, name: str, xp=None):
     )
 
 
-def common_namespace(named):
+def common_namespace(named, optional=()):
     """Validate several named arrays that must share namespace, dtype and device.
 
     Parameters
     ----------
     named : sequence of (str, array or None)
+        The first entry must be present.
+    optional : collection of str
+        Names that may be None (a missing bias); any other None is a TypeError.
 
     Returns
     -------
     xp, list of arrays (None entries preserved)
     """
+    for n, a in named:
+        if a is None and n not in optional:
+            raise TypeError(f"{n} must be an array, got None")
     present = [(n, a) for n, a in named if a is not None]
     first_name, first = present[0]
     xp, first = as_float_array(first, first_name)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from ._backend import compat_namespace, constant
-from ._validation import check_choice, check_power_of_two
+from ._validation import check_choice, check_pairs, check_patch
 from ._wht._walsh import ordered_hadamard
 
 __all__ = ["BasisSet", "SPEC_KINDS", "as_basis", "canonical_order", "parse_spec"]
@@ -38,7 +39,8 @@ class BasisSet:
     is row ``i`` of ``walsh_matrix(n, ordering="sequency")``: ``i`` counts sign
     changes down the rows (vertical sequency) and ``j`` across the columns
     (horizontal sequency).  Build one with :func:`select_bases` or
-    :meth:`from_indices`.
+    :meth:`from_indices`; the constructor ``BasisSet(patch, pairs, spec)`` checks
+    its arguments as :meth:`from_indices` does.
 
     Attributes
     ----------
@@ -67,14 +69,17 @@ class BasisSet:
     spec: str = "explicit"
 
     def __post_init__(self):
-        n = self.patch
-        arr = np.asarray(self._pairs, dtype=np.int64).reshape(-1, 2)
+        n = check_patch(self.patch)
+        if not isinstance(self.spec, str):
+            raise TypeError(f"spec must be a str label, got {type(self.spec).__name__}")
+        arr = check_pairs(self._pairs, n)
         order = np.lexsort((arr[:, 1], arr[:, 0], arr[:, 0] + arr[:, 1]))
         arr = arr[order]
         arr.flags.writeable = False
         mask = np.zeros((n, n), dtype=bool)
         mask[arr[:, 0], arr[:, 1]] = True
         mask.flags.writeable = False
+        object.__setattr__(self, "patch", n)
         object.__setattr__(self, "_pairs", tuple(map(tuple, arr.tolist())))
         object.__setattr__(self, "_indices", arr)
         object.__setattr__(self, "_mask", mask)
@@ -108,35 +113,7 @@ class BasisSet:
         >>> BasisSet.from_indices(4, [(1, 0), (0, 0)]).indices.tolist()
         [[0, 0], [1, 0]]
         """
-        n = check_power_of_two(n, "n")
-        try:
-            arr = np.asarray(pairs)
-        except Exception as exc:  # ragged input
-            raise ValueError(f"spec must be a sequence of (i, j) pairs, got {pairs!r}") from exc
-        if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
-            raise ValueError(
-                f"spec must be a non-empty sequence of (i, j) pairs (shape (r, 2)), "
-                f"got shape {arr.shape}"
-            )
-        if arr.dtype.kind not in "iu":
-            if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
-                arr = arr.astype(np.int64)
-            else:
-                raise ValueError(f"spec pairs must be integers, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64)
-        bad = (arr < 0) | (arr >= n)
-        if bad.any():
-            row = arr[np.nonzero(bad.any(axis=1))[0][0]]
-            raise ValueError(
-                f"spec pair {tuple(row.tolist())} is out of range for patch size {n} "
-                f"(need 0 <= i, j < {n})"
-            )
-        flat = arr[:, 0] * n + arr[:, 1]
-        uniq, counts = np.unique(flat, return_counts=True)
-        if (counts > 1).any():
-            d = uniq[counts > 1][0]
-            raise ValueError(f"spec has the pair {(int(d // n), int(d % n))} more than once")
-        return cls(n, tuple(map(tuple, arr.tolist())), spec)
+        return cls(check_patch(n, "n"), pairs, spec)  # the constructor checks the pairs
 
     @property
     def indices(self) -> np.ndarray:
@@ -248,7 +225,7 @@ def as_basis(n, spec) -> BasisSet:
     raise :class:`ValueError`: they need :func:`~lbpcore.select_bases` with
     calibration data.
     """
-    n = check_power_of_two(n, "n")
+    n = check_patch(n, "n")
     if isinstance(spec, BasisSet):
         if spec.patch != n:
             raise ValueError(f"bases has patch size {spec.patch}, expected {n}")
@@ -261,6 +238,12 @@ def as_basis(n, spec) -> BasisSet:
             "calibration=...) and pass the BasisSet"
         )
     kind, value = parse_spec(spec, n)
+    return _low_pass(n, kind, value)
+
+
+@lru_cache(maxsize=256)
+def _low_pass(n: int, kind: str, value: int) -> BasisSet:
+    """The low-pass set ``lp_l1:value`` or ``lp_linf:value`` (immutable, so cached)."""
     canon = canonical_order(n)
     if kind == "lp_l1":
         sel = canon[canon.sum(axis=1) < value]

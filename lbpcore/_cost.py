@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from ._patches import plan_for, separable_ops
@@ -33,7 +34,8 @@ class BackwardCost:
         ``lbp_gemm_flops + projection_flops``.
     ideal_speedup : float
         ``dense_flops / lbp_gemm_flops``, i.e. ``L / (P r)`` without extra tokens:
-        the speed-up if projections were free.
+        the speed-up if projections were free.  NaN (like this and the other
+        ratios) when an empty dimension leaves no work at all.
     flop_speedup : float
         ``dense_flops / lbp_flops``.
     activation_bytes : int
@@ -75,14 +77,19 @@ class BackwardCost:
 
     @property
     def memory_ratio(self) -> float:
-        """``lbp_saved_bytes / activation_bytes``."""
-        return self.lbp_saved_bytes / self.activation_bytes
+        """``lbp_saved_bytes / activation_bytes`` (NaN for an empty activation)."""
+        return _ratio(self.lbp_saved_bytes, self.activation_bytes)
 
     def to_dict(self) -> dict:
         """Plain ``dict`` of every field (JSON-serializable)."""
         d = asdict(self)
         d["memory_ratio"] = self.memory_ratio
         return d
+
+
+def _ratio(a, b) -> float:
+    """``a / b``, NaN when both are 0 (an empty dimension: no work either way)."""
+    return a / b if b else math.nan
 
 
 def _op_flops(op, pre, post):
@@ -97,9 +104,10 @@ def backward_cost(x_shape, out_features, *, grid=None, patch=8, bases="lp_l1:6",
     Parameters
     ----------
     x_shape : tuple of int
-        ``(B, e + h*w, C_in)`` for tokens or ``(B, C_in, H, W)`` for nchw.
+        ``(B, e + h*w, C_in)`` for tokens or ``(B, C_in, H, W)`` for nchw; ``B``
+        and ``C_in`` may be 0.
     out_features : int
-        ``C_out``.
+        ``C_out`` (may be 0).
     grid : (int, int), optional
         Token grid; required for tokens, ``(H, W)`` by default for nchw.
     patch, bases, pad, extra_tokens, layout
@@ -126,8 +134,8 @@ def backward_cost(x_shape, out_features, *, grid=None, patch=8, bases="lp_l1:6",
     True
     """
     check_choice(layout, "layout", LAYOUTS)
-    shape = tuple(check_int(s, "x_shape entries", minimum=1) for s in x_shape)
-    c_out = check_int(out_features, "out_features", minimum=1)
+    shape = tuple(check_int(s, "x_shape entries", minimum=0) for s in x_shape)
+    c_out = check_int(out_features, "out_features", minimum=0)
     itemsize = check_int(itemsize, "itemsize", minimum=1)
     plan, e = plan_for(shape, grid, patch, bases, pad, extra_tokens, layout, name="x_shape")
     h, w = plan.grid
@@ -163,8 +171,8 @@ def backward_cost(x_shape, out_features, *, grid=None, patch=8, bases="lp_l1:6",
         lbp_gemm_flops=gemm,
         projection_flops=projection,
         lbp_flops=gemm + projection,
-        ideal_speedup=dense / gemm,
-        flop_speedup=dense / (gemm + projection),
+        ideal_speedup=_ratio(dense, gemm),
+        flop_speedup=_ratio(dense, gemm + projection),
         activation_bytes=b * length * c_in * itemsize,
         lbp_saved_bytes=b * (p * r + e) * c_in * itemsize,
         coefficient_bytes=b * p * r * (c_out + c_in) * itemsize,

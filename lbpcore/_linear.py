@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -77,13 +78,13 @@ def linear(x, weight, bias=None, *, layout="tokens"):
             [3., 4., 5., 6.]]])
     """
     check_choice(layout, "layout", LAYOUTS)
-    xp, (x, weight, bias) = common_namespace([("x", x), ("weight", weight), ("bias", bias)])
+    xp, (x, weight, bias) = common_namespace([("x", x), ("weight", weight), ("bias", bias)], optional=("bias",))
     check_weight(weight.shape, None if bias is None else bias.shape)
     check_layer_input(x.shape, weight.shape, layout)
     c_out, c_in = weight.shape
     if layout == "tokens":
         lead = tuple(x.shape[:-1])
-        y = xp.matmul(xp.reshape(x, (-1, c_in)), weight.T)
+        y = xp.matmul(xp.reshape(x, (math.prod(lead), c_in)), weight.T)  # not -1: C_in may be 0
         if bias is not None:
             y = y + bias
         return xp.reshape(y, lead + (c_out,))
@@ -98,14 +99,14 @@ def _bias_grad(xp, grad_y, bias, layout):
     if bias is None:
         return None
     if layout == "tokens":
-        return xp.sum(xp.reshape(grad_y, (-1, grad_y.shape[-1])), axis=0)
+        return xp.sum(xp.reshape(grad_y, (math.prod(grad_y.shape[:-1]), grad_y.shape[-1])), axis=0)
     return xp.sum(grad_y, axis=(0, 2, 3))
 
 
 def _validated(x, weight, grad_y, bias, layout):
     check_choice(layout, "layout", LAYOUTS)
     xp, (x, weight, grad_y, bias) = common_namespace(
-        [("x", x), ("weight", weight), ("grad_y", grad_y), ("bias", bias)]
+        [("x", x), ("weight", weight), ("grad_y", grad_y), ("bias", bias)], optional=("bias",)
     )
     check_weight(weight.shape, None if bias is None else bias.shape)
     check_layer_input(x.shape, weight.shape, layout)
@@ -156,8 +157,9 @@ def dense_backward(x, weight, grad_y, *, bias=None, layout="tokens"):
     xp, x, weight, grad_y, bias = _validated(x, weight, grad_y, bias, layout)
     c_out, c_in = weight.shape
     if layout == "tokens":
-        g2 = xp.reshape(grad_y, (-1, c_out))
-        x2 = xp.reshape(x, (-1, c_in))
+        rows = math.prod(x.shape[:-1])  # not -1: a channel count may be 0
+        g2 = xp.reshape(grad_y, (rows, c_out))
+        x2 = xp.reshape(x, (rows, c_in))
         gx = xp.reshape(xp.matmul(g2, weight), tuple(x.shape))
         gw = xp.matmul(g2.T, x2)
     else:
@@ -178,32 +180,52 @@ class _Saved(NamedTuple):
 
 
 def _saved_coefficients(xp, x, plan: PatchPlan, e: int, layout: str):
-    """``(B, e + M, C_in)``: the extra tokens of ``x``, then its coefficients (a new array)."""
-    return project_raw(xp, x, plan, layout, e, keep_extra=True, any_order=True)[1]
+    """``(B, e + M, C_in)``: the extra tokens of ``x``, then its coefficients divided by ``n`` (a new array).
+
+    Divided by ``n`` (a power of two, so exactly), the coefficients are those of
+    the orthonormal basis ``B / n``: at most the patch's 2-norm, ``n * max|x|``,
+    instead of ``n**2 * max|x|`` for the unnormalized ones (see :func:`lbp_backward`).
+    """
+    return project_raw(xp, x, plan, layout, e, scale=1.0 / plan.patch, keep_extra=True, any_order=True)[1]
 
 
-def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: str, *, overwrite_xs: bool):
+def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: str, *, overwrite_xs: bool,
+                       grad_x: bool = True, grad_weight: bool = True):
     """``grad_weight`` and the coefficients of ``grad_x``, ``(B, e + M, C_in)``, from the saved ``xs``.
 
     Both GEMMs run once over the ``B * (e + M)`` rows of :func:`_saved_coefficients`:
-    the extra tokens ride along with the coefficients, exact.  With
-    ``overwrite_xs=True`` (``xs`` is dead after this call) ``grad_x``'s coefficients
+    the extra tokens ride along with the coefficients, exact.  ``grad_y`` is
+    projected with the same ``1/n`` as ``xs``, so that ``grad_weight`` has the
+    SPEC's ``1/n**2``, and ``grad_x`` is reconstructed with the other ``1/n``.
+    With ``overwrite_xs=True`` (``xs`` is dead after this call) ``grad_x``'s coefficients
     take ``xs``'s buffer when it is a writeable contiguous NumPy array, which saves
     an allocation (and its page faults) and peak memory.  A caller that drops its
     own reference to ``xs`` on return frees it before the reconstruction of ``grad_x``
     allocates ``grad_x``: the peak temporary memory is then the larger of
     ``xs + gs``, ``gs + gxs`` and ``gxs + grad_x`` (plus ``grad_weight``).
+    ``grad_x=False`` or ``grad_weight=False`` skips that GEMM and returns None in
+    its place (``xs`` is not read without ``grad_weight``, ``weight`` not without
+    ``grad_x``: either may then be None).
     """
-    c_out, c_in = weight.shape
-    n2 = plan.patch * plan.patch
-    _, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / n2, keep_extra=True, any_order=True)
+    c_out = grad_y.shape[-1] if layout == "tokens" else grad_y.shape[1]
+    _, gs = project_raw(xp, grad_y, plan, layout, e, scale=1.0 / plan.patch, keep_extra=True, any_order=True)
     b, rows, _ = gs.shape
     gs2 = xp.reshape(gs, (b * rows, c_out))
-    xs2 = xp.reshape(xs, (b * rows, c_in))
-    gw = xp.matmul(gs2.T, xs2)
+    gw = None
+    if grad_weight:
+        gw = xp.matmul(gs2.T, xp.reshape(xs, (b * rows, xs.shape[-1])))
+    if not grad_x:
+        return gw, None
+    c_in = weight.shape[1]
     if overwrite_xs and isinstance(xs, np.ndarray) and xs.flags.c_contiguous and xs.flags.writeable:
-        return gw, np.matmul(gs2, weight, out=xs2).reshape(b, rows, c_in)
+        return gw, np.matmul(gs2, weight, out=xs.reshape(b * rows, c_in)).reshape(b, rows, c_in)
     return gw, xp.reshape(xp.matmul(gs2, weight), (b, rows, c_in))
+
+
+def _grad_x(xp, gxs, plan: PatchPlan, e: int, layout: str):
+    """``grad_x`` from the coefficients of :func:`_coefficient_grads`: the grid reconstructed
+    with the second ``1/n``, the extra tokens copied through."""
+    return reconstruct_raw(xp, gxs, plan, layout, extra_tokens=e, any_order=True, scale=1.0 / plan.patch)
 
 
 def lbp_backward(
@@ -272,6 +294,13 @@ def lbp_backward(
     fraction ``P r / (h w)`` of the dense ones (see :func:`backward_cost`).
     NaN and inf propagate within the patches (and so the gradients) they touch.
 
+    Numerical range: the coefficients are computed in the orthonormal basis
+    (divided by ``n``, exactly: a power of two), so each is at most
+    ``n * max|x|`` (``n * max|grad_y|``), and the sums of ``grad_weight`` have
+    the dense ones' bound.  The result is finite wherever the dense backward's
+    bounds times ``n`` are: for float64 and ``n = 8``, values up to about
+    ``2.2e307`` (see :ref:`method-range`).
+
     Examples
     --------
     >>> import numpy as np
@@ -290,8 +319,7 @@ def lbp_backward(
     xs = _saved_coefficients(xp, x, plan, e, layout)
     gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, plan, e, layout, overwrite_xs=True)
     del xs  # dead (its buffer may hold gxs): freed before grad_x is allocated
-    gx = reconstruct_raw(xp, gxs, plan, layout, extra_tokens=e, any_order=True)
-    return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, layout))
+    return Gradients(_grad_x(xp, gxs, plan, e, layout), gw, _bias_grad(xp, grad_y, bias, layout))
 
 
 class LBPLinear:
@@ -300,7 +328,8 @@ class LBPLinear:
     The forward pass computes ``y = x @ W.T + b`` exactly and keeps the patch
     coefficients of ``x`` on the selected bases (``r / n^2`` of the grid
     activation) plus the extra tokens; the backward pass is :func:`lbp_backward`
-    computed from them.
+    computed from them.  The saved coefficients are those of :func:`project`
+    divided by ``n`` (the orthonormal ones; see :func:`lbp_backward`, Notes).
 
     Parameters
     ----------
@@ -337,7 +366,7 @@ class LBPLinear:
     def __init__(self, weight, bias=None, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect",
                  extra_tokens=0, layout="tokens"):
         check_choice(layout, "layout", LAYOUTS)
-        self._xp, (self.weight, self.bias) = common_namespace([("weight", weight), ("bias", bias)])
+        self._xp, (self.weight, self.bias) = common_namespace([("weight", weight), ("bias", bias)], optional=("bias",))
         check_weight(self.weight.shape, None if self.bias is None else self.bias.shape)
         self.layout = layout
         self.extra_tokens = extra_tokens
@@ -405,9 +434,8 @@ class LBPLinear:
             raise RuntimeError("LBPLinear.backward called before forward")
         xs, x_shape, e = self._saved
         xp, (weight, grad_y, bias) = common_namespace(
-            [("weight", self.weight), ("grad_y", grad_y), ("bias", self.bias)]
+            [("weight", self.weight), ("grad_y", grad_y), ("bias", self.bias)], optional=("bias",)
         )
         check_grad_y(x_shape, weight.shape[0], grad_y.shape, self.layout)
         gw, gxs = _coefficient_grads(xp, xs, weight, grad_y, self.plan, e, self.layout, overwrite_xs=False)
-        gx = reconstruct_raw(xp, gxs, self.plan, self.layout, extra_tokens=e, any_order=True)
-        return Gradients(gx, gw, _bias_grad(xp, grad_y, bias, self.layout))
+        return Gradients(_grad_x(xp, gxs, self.plan, e, self.layout), gw, _bias_grad(xp, grad_y, bias, self.layout))

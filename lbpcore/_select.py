@@ -7,7 +7,7 @@ import numpy as np
 from ._backend import as_float_array, to_numpy
 from ._bases import BasisSet, as_basis, canonical_order, parse_spec
 from ._patches import project
-from ._validation import check_calibration, check_power_of_two
+from ._validation import check_calibration, check_patch
 
 __all__ = ["select_bases"]
 
@@ -75,7 +75,7 @@ def select_bases(n, spec, *, calibration=None, grid=None, extra_tokens=0, pad="r
     >>> select_bases(4, "energy_l2:2", calibration=score).indices.tolist()
     [[0, 1], [3, 2]]
     """
-    n = check_power_of_two(n, "n")
+    n = check_patch(n, "n")
     if not isinstance(spec, str):
         return as_basis(n, spec)
     kind, value = parse_spec(spec, n)

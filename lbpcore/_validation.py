@@ -1,17 +1,26 @@
 """Argument checks with error messages that name the argument.
 
 The checks of lbpcore's arguments live here, except three that belong to what
-they check: the array type, dtype and device checks of the namespace dispatch
-(:mod:`lbpcore._backend`), the grammar of basis specs and pairs
-(:mod:`lbpcore._bases`) and the ``out=`` array of the NumPy transform engine.
-Checks of arrays take their ``shape`` (a tuple), so that
-:func:`~lbpcore.backward_cost`, which only has shapes, runs the same checks as
-the functions that compute.
+they check: the namespace, dtype-promotion and device checks of the namespace
+dispatch (:mod:`lbpcore._backend`, which calls :func:`plain_array` first), the
+grammar of basis spec strings (:mod:`lbpcore._bases`) and the ``out=`` array of
+the NumPy transform engine.  Checks of arrays take their ``shape`` (a tuple), so
+that :func:`~lbpcore.backward_cost`, which only has shapes, runs the same checks
+as the functions that compute.
+
+Sizes that the arguments alone decide (a patch size, the coefficients of a
+projection) are compared with the machine's memory (:func:`check_nbytes`) before
+anything is allocated, so that an absurd size is a ValueError naming the
+argument, not a MemoryError (or minutes of swapping) deep inside NumPy.
 """
 
 from __future__ import annotations
 
 import operator
+import os
+
+import numpy as np
+from array_api_compat import is_numpy_namespace
 
 __all__ = [
     "LAYOUTS",
@@ -23,13 +32,19 @@ __all__ = [
     "check_grid",
     "check_int",
     "check_layer_input",
+    "check_matrix_dtype",
+    "check_nbytes",
     "check_nchw",
     "check_padding",
+    "check_pairs",
+    "check_patch",
     "check_power_of_two",
     "check_tokens",
     "check_transform_axes",
     "check_weight",
+    "memory_limit",
     "normalize_axis",
+    "plain_array",
     "require_grid",
     "resolve_grid",
 ]
@@ -56,6 +71,44 @@ def check_power_of_two(value, name: str) -> int:
     if v < 1 or (v & (v - 1)) != 0:
         raise ValueError(f"{name} must be a power of two (1, 2, 4, 8, ...), got {v}")
     return v
+
+
+def memory_limit() -> int:
+    """Bytes of physical memory of this machine: the bound of :func:`check_nbytes`."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - platforms without sysconf
+        return 1 << 46
+
+
+def _bytes_text(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"):
+        if value < 1024 or unit == "YiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def check_nbytes(nbytes: int, name: str, what: str) -> None:
+    """Raise a ValueError naming ``name`` if ``what`` (``nbytes`` bytes) cannot fit in memory.
+
+    Called before the allocation, so that an impossible size is refused with a
+    message instead of a MemoryError (or swapping) later.
+    """
+    limit = memory_limit()
+    if nbytes > limit:
+        raise ValueError(
+            f"{name}: {what} would need {_bytes_text(nbytes)}, more than the "
+            f"{_bytes_text(limit)} of memory of this machine"
+        )
+
+
+def check_patch(value, name: str = "patch") -> int:
+    """A patch size: a power of two whose ``n x n`` Walsh matrix (and its temporaries) fits in memory."""
+    n = check_power_of_two(value, name)
+    check_nbytes(4 * 8 * n * n, f"{name}={n}", f"the {n} x {n} Walsh matrix and its temporaries")
+    return n
 
 
 def check_choice(value, name: str, choices) -> str:
@@ -102,6 +155,89 @@ def check_grid(grid, name: str = "grid") -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ValueError(f"{name} must be a pair (h, w) of positive integers, got {(h, w)!r}")
     return h, w
+
+
+# ---------------------------------------------------------------------------
+# arrays, dtypes and basis pairs
+
+
+def plain_array(x, name: str):
+    """``x`` with NumPy's special cases made plain, or a TypeError naming ``name``.
+
+    ``None`` is refused; masked arrays are refused (lbpcore would silently ignore
+    the mask); other ndarray subclasses (``np.matrix``, ``np.memmap``) become plain
+    ndarray views, so that results have the shapes of plain arrays; non-native
+    byte order (big-endian data on a little-endian machine) is converted to native
+    order.  Arrays of other libraries are returned unchanged.
+    """
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if isinstance(x, np.ndarray):
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(
+                f"{name} is a masked array; lbpcore would ignore its mask: pass {name}.filled(value) "
+                "or the unmasked values as a plain array"
+            )
+        if type(x) is not np.ndarray:
+            x = np.asarray(x)
+        if not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))
+    return x
+
+
+def check_matrix_dtype(xp, dtype, name: str = "dtype"):
+    """A dtype that holds ``-1`` and ``1`` exactly: real floating or signed integer.
+
+    Booleans (``-1`` would become True), unsigned integers (``-1`` wraps around) and
+    complex dtypes are refused with a TypeError naming ``name``.
+    """
+    def bad(shown):
+        return TypeError(f"{name} must be a real floating or signed integer dtype (entries are -1 and 1), got {shown}")
+
+    if is_numpy_namespace(xp):
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise bad(repr(dtype)) from None
+        if dtype.kind not in "fi":
+            raise bad(dtype.name)
+        return dtype
+    try:
+        ok = xp.isdtype(dtype, ("real floating", "signed integer"))
+    except (TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise bad(dtype)
+    return dtype
+
+
+def check_pairs(pairs, n: int, name: str = "spec") -> np.ndarray:
+    """Distinct in-range ``(i, j)`` pairs of patch size ``n`` as an int64 ``(r, 2)`` array, at least one.
+
+    Raises a ValueError naming ``name`` for ragged, empty, non-integer,
+    negative, out-of-range (``0 <= i, j < n``) or repeated pairs.
+    """
+    try:
+        arr = np.asarray(pairs)
+    except Exception as exc:  # ragged input
+        raise ValueError(f"{name} must be a sequence of (i, j) pairs, got {pairs!r}") from exc
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty sequence of (i, j) pairs (shape (r, 2)), got shape {arr.shape}"
+        )
+    if arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr))):
+        raise ValueError(f"{name} pairs must be integers, got dtype {arr.dtype}")
+    bad = (arr < 0) | (arr >= n)  # in the original dtype: no wrap-around of large or unsigned values
+    if bad.any():
+        row = tuple(int(v) if np.isfinite(v) else v for v in arr[np.nonzero(bad.any(axis=1))[0][0]].tolist())
+        raise ValueError(f"{name} pair {row} is out of range for patch size {n} (need 0 <= i, j < {n})")
+    arr = arr.astype(np.int64)
+    flat = arr[:, 0] * n + arr[:, 1]
+    uniq, counts = np.unique(flat, return_counts=True)
+    if (counts > 1).any():
+        d = uniq[counts > 1][0]
+        raise ValueError(f"{name} has the pair {(int(d // n), int(d % n))} more than once")
+    return arr
 
 
 # ---------------------------------------------------------------------------

@@ -118,3 +118,17 @@ def backend(request):
 def cupy_backend():
     """CuPy on the current CUDA device (skips without one)."""
     return _make_backend("cupy")
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """PyTorch (skips without it) with one intra-op thread for the module's tests.
+
+    The tests' tensors are tiny: on a busy machine PyTorch's OpenMP threads wait
+    on each other for milliseconds per operation, ten times the work itself.
+    """
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(threads)

@@ -49,3 +49,15 @@ def test_bench_quick_cli(tmp_path):
     assert main(["bench", "--quick", "--json", str(path)]) == 0
     res = json.loads(path.read_text())
     assert res["settings"]["quick"] is True and len(res["backward"]) == 3
+
+
+def test_bench_torch_rows(capsys):
+    pytest.importorskip("torch")
+    res = bench.run_bench(tiny=True)
+    row = res["torch"][0]
+    assert row["device"] == "cpu" and row["engine"] == "numpy"
+    assert {"nn.Linear", "LBPLinear lp_l1:6", "LBPLinear lp_l1:3"} == set(row["times_s"])
+    spec = row["specs"]["lp_l1:6"]
+    assert spec["of_ideal"] == pytest.approx(spec["speedup"] / spec["ideal_speedup"])
+    assert any(t["name"].startswith("torch LBPLinear lp_l1:6 of ideal") for t in res["targets"])
+    assert "PyTorch backward" in capsys.readouterr().out

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import analysis._outdir
 import analysis.bench
 import analysis.io
 import lbpcore
@@ -226,18 +227,18 @@ def test_failed_run_keeps_existing_output_and_adds_nothing(layer, tmp_path, caps
 
 
 def test_write_failure_removes_the_files_of_this_run(tmp_path, capsys, monkeypatch):
-    """A failure while writing the second file removes the first: a failed run adds nothing."""
+    """A failure while writing the second file: a failed run adds nothing, not even its directory."""
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((1, 64, 2)))
-    real = analysis.io.atomic_write_bytes
+    real = analysis._outdir._write_file
     calls = []
 
-    def flaky(path, data):
+    def flaky(path, data, mode):
         calls.append(Path(path).name)
         if len(calls) == 2:
             raise OSError(28, "No space left on device", str(path))
-        return real(path, data)
+        return real(path, data, mode)
 
-    monkeypatch.setattr(analysis.io, "atomic_write_bytes", flaky)
+    monkeypatch.setattr(analysis._outdir, "_write_file", flaky)
     out = tmp_path / "out"
     rc, _, err = run(["spectrum", tmp_path / "x.npy", "--grid", "8x8", "--out", out], capsys)
     assert rc == 1 and "No space left on device" in err and err.count("\n") == 1

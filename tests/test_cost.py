@@ -126,4 +126,4 @@ def test_backward_cost_errors(kwargs, pattern):
 
 def test_backward_cost_bad_out_features():
     with pytest.raises(ValueError, match=r"out_features"):
-        lbpcore.backward_cost((1, 64, 4), 0, grid=(8, 8))
+        lbpcore.backward_cost((1, 64, 4), -1, grid=(8, 8))

@@ -10,7 +10,9 @@ Each page under ``docs/`` (MyST Markdown) is split into fenced blocks:
   fresh namespace each, as Sphinx runs them;
 * a block preceded by the comment ``<!-- no-run -->`` (an optional PyTorch
   snippet, say) and every block of the GPU tutorial is only compiled, unless
-  CuPy and a CUDA device are present, in which case the GPU tutorial runs too.
+  CuPy and a CUDA device are present, in which case the GPU tutorial runs too;
+* the PyTorch tutorial runs when PyTorch is installed (with one intra-op
+  thread: its tensors are small) and is only compiled otherwise.
 
 The Sphinx build itself (``python -m sphinx -W -b html docs docs/_build/html``)
 is run by ``.ci/run``, not here.
@@ -34,6 +36,8 @@ DOCS = ROOT / "docs"
 NO_RUN = "<!-- no-run -->"
 #: pages whose code is only compiled unless a GPU is present
 GPU_PAGES = {"tutorials/gpu_cupy.md"}
+#: pages whose code is only compiled unless PyTorch is installed
+TORCH_PAGES = {"tutorials/torch_models.md"}
 #: pages owned elsewhere whose code is only compiled
 COMPILE_ONLY_PAGES = {"benchmarks.md"}
 #: generous per-page limit (the tutorials take a few seconds each)
@@ -118,7 +122,7 @@ def _pages():
 
 
 PAGES = _pages()
-RUN_PAGES = [p for p in PAGES if p not in GPU_PAGES and p not in COMPILE_ONLY_PAGES]
+RUN_PAGES = [p for p in PAGES if p not in GPU_PAGES | TORCH_PAGES | COMPILE_ONLY_PAGES]
 
 
 def _gpu_available() -> bool:
@@ -199,6 +203,11 @@ def test_gpu_page(page, tmp_path, monkeypatch):
     run_page(page, tmp_path, monkeypatch)
 
 
+@pytest.mark.parametrize("page", sorted(TORCH_PAGES))
+def test_torch_page(page, tmp_path, monkeypatch, torch_single_thread):
+    run_page(page, tmp_path, monkeypatch)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_python_block_compiles(page):
     for block in parse_blocks(DOCS / page):
@@ -217,7 +226,7 @@ def test_tutorials_have_runnable_code():
 
 
 def test_torch_only_in_no_run_blocks():
-    """The library and the executed docs never need PyTorch or CuPy."""
+    """The library and the executed docs never need PyTorch or CuPy (but for the PyTorch tutorial)."""
     for page in RUN_PAGES:
         for block in parse_blocks(DOCS / page):
             if block.run and block.kind in ("python", "pycon", "plot"):

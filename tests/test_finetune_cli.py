@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
-import analysis.io  # noqa: E402
+import analysis._outdir  # noqa: E402
 from analysis import cli  # noqa: E402
 from analysis.finetune import FinetuneConfig, TrainConfig  # noqa: E402
 from analysis.finetune.figures import FIGURES  # noqa: E402
@@ -97,20 +97,21 @@ def test_bad_arguments_exit_2(argv, tmp_path, capsys, monkeypatch):
 
 def test_write_failure_leaves_nothing(tmp_path, capsys, monkeypatch):
     """The output set is written last and all or nothing: a failing file removes the others."""
-    real = analysis.io.atomic_write_bytes
+    real = analysis._outdir._write_file
     written = []
 
-    def flaky(path, data):
+    def flaky(path, data, mode):
         if Path(path).name == "results.json":
             raise OSError(28, "No space left on device", str(path))
         written.append(Path(path).name)
-        return real(path, data)
+        return real(path, data, mode)
 
-    monkeypatch.setattr(analysis.io, "atomic_write_bytes", flaky)
+    monkeypatch.setattr(analysis._outdir, "_write_file", flaky)
     out = tmp_path / "out"
     rc, _, err = run(["finetune", "--quick", "--quiet", "--out", out, "--cache-dir", tmp_path / "c"], capsys)
     assert rc == 1 and "No space left on device" in err and err.count("\n") == 1
     assert written and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no temporary directory left beside it
 
 
 def test_output_path_is_a_file(tmp_path, capsys):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+import analysis._outdir
 from analysis import io as analysis_io
 from analysis import progress
 from analysis.io import (
@@ -219,28 +220,29 @@ def test_write_files_creates_the_directory_and_writes_each(tmp_path):
     assert (out / "t.md").read_text(encoding="utf-8") == "héllo\n" and (out / "d.bin").read_bytes() == b"\x00\x01"
 
 
-def test_write_files_failure_removes_what_it_created(tmp_path, monkeypatch):
+def test_write_files_failure_keeps_the_old_set_and_leaves_nothing(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "kept.txt").write_text("old")
-    real = analysis_io.atomic_write_bytes
+    real = analysis._outdir._write_file
     calls = []
 
-    def flaky(path, data):
+    def flaky(path, data, mode):
         calls.append(path.name)
         if len(calls) == 3:
             raise OSError(28, "No space left on device", str(path))
-        return real(path, data)
+        return real(path, data, mode)
 
-    monkeypatch.setattr(analysis_io, "atomic_write_bytes", flaky)
+    monkeypatch.setattr(analysis._outdir, "_write_file", flaky)
     with pytest.raises(OSError, match="No space"):
         write_files(out, {"new.txt": "a", "kept.txt": "new", "third.txt": "c"})
-    assert listing(out) == ["kept.txt"]  # the file it created is gone, the replaced one is complete
-    assert (out / "kept.txt").read_text() == "new"
+    assert listing(out) == ["kept.txt"]  # all or nothing: the old set, unchanged
+    assert (out / "kept.txt").read_text() == "old"
+    assert listing(tmp_path) == ["out"]  # no temporary directory left beside it
     with pytest.raises(OSError, match="No space"):
         calls.clear()
-        write_files(tmp_path / "fresh", {"1": "a", "2": "b", "3": "c"})
-    assert not (tmp_path / "fresh").exists()  # and a directory it created
+        write_files(tmp_path / "fresh" / "er", {"1": "a", "2": "b", "3": "c"})
+    assert listing(tmp_path) == ["out"]  # nor the directories it created
 
 
 def test_write_files_into_a_file_path(tmp_path):
@@ -312,18 +314,18 @@ def test_load_errors_are_one_line_data_errors(tmp_path):
 
 def test_load_corrupt_files(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage\nmore garbage\n")
-    assert "cannot read" in one_line_error(tmp_path / "bad.npy")
+    assert "unsupported .npy format version" in one_line_error(tmp_path / "bad.npy")
     (tmp_path / "bad.npz").write_bytes(b"PK not really a zip")
     assert "cannot read" in one_line_error(tmp_path / "bad.npz")
     np.save(tmp_path / "full.npy", np.ones(1000))
     data = (tmp_path / "full.npy").read_bytes()
     (tmp_path / "trunc.npy").write_bytes(data[: len(data) // 2])
-    assert "cannot read" in one_line_error(tmp_path / "trunc.npy")
+    assert "truncated" in one_line_error(tmp_path / "trunc.npy")
 
 
 def test_load_rejects_non_numeric_and_non_finite(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert "cannot read" in one_line_error(tmp_path / "obj.npy")  # never unpickles
+    assert "pickles are never loaded" in one_line_error(tmp_path / "obj.npy")  # never unpickles
     np.save(tmp_path / "s.npy", np.array(["a", "b"]))
     assert "dtype" in one_line_error(tmp_path / "s.npy")
     np.save(tmp_path / "c.npy", np.ones(2, dtype=complex))

@@ -4,8 +4,8 @@
 :func:`~analysis.finetune.summarize` numbers to the results, renders the
 figures and ``index.md`` in memory, and only then writes ``index.md``,
 ``results.json`` and the ``fig_*.png`` files with
-:func:`analysis.io.write_files` (each atomically; a failure removes what this
-call created).
+:func:`analysis.io.write_files` (all at once: a failed or interrupted run leaves
+the old output as it was).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._outdir import check_output_dir
 from ..io import json_text, write_files
 from .experiment import FinetuneConfig, run_finetune
 from .figures import render_figures
@@ -75,10 +76,11 @@ def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=
 
     Raises
     ------
-    NotADirectoryError
-        If ``out`` exists and is not a directory (checked before the run).
     OSError
-        If the files cannot be written; nothing this call created is left.
+        If ``out`` cannot receive the output set (not a directory, not
+        writable...; checked before the run, see
+        :func:`analysis.io.write_files`), or the files cannot be written: the
+        old content of ``out`` is then left as it was.
 
     Examples
     --------
@@ -97,8 +99,7 @@ def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=
     """
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and not out.is_dir():  # fail before a long run, not after it
-        raise NotADirectoryError(20, "exists and is not a directory", str(out))
+    check_output_dir(out)  # fail before a long run, not after it
     results = run_finetune(FinetuneConfig.full() if config is None else config, cache_dir=cache_dir,
                            progress=progress)
     summary = summarize(results)

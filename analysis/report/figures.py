@@ -53,16 +53,18 @@ def _error_curves(res, rank):
 def _layers(res):
     s = res["setting"]
     rows = [r for r in res["layers"] if r["on_grid"]]
-    first = next(iter(res["end_to_end"]))
+    first = next(iter(res["end_to_end"]), None)  # none for a capture
     bars = [{"layer": r["layer"],
              "energy_kept_grad_y": r["energy_kept_grad_y"],
              "local_error": r["local"]["lbp"]["grad_weight"]["rel_error"],
-             "e2e_error": r["end_to_end"][first]["weight_rel_error"],
+             "e2e_error": r["end_to_end"][first]["weight_rel_error"] if first else None,
              "flops_saved": r["flops"]["saved_fraction"]} for r in rows]
     metrics = (("energy_kept_grad_y", "grad_y energy kept"),
                ("local_error", "grad_W rel. error (layer alone)"),
                ("e2e_error", f"grad_W rel. error (end to end, '{first}')"),
                ("flops_saved", "backward FLOPs saved"))
+    if first is None:
+        metrics = tuple(m for m in metrics if m[0] != "e2e_error")
     fig = _new_figure((7.5, 1.4 + 0.55 * len(rows)))
     plot_layer_bars(bars, ax=fig.add_subplot(), metrics=metrics,
                     title=f"per layer, {s['bases']} at patch {s['patch']} ({s['rank']} of {s['bases_total']} bases)")
@@ -75,14 +77,16 @@ def render_figures(results) -> dict:
     Parameters
     ----------
     results : dict
-        As returned by :func:`analysis.report.run_workload`.
+        As returned by :func:`analysis.report.run_workload` or
+        :func:`~analysis.report.run_capture`.
 
     Returns
     -------
     dict of str to bytes
         File name (:data:`FIGURES`) to PNG content: the Walsh spectra of the
         typical layer, its energy curves, its rank sweep of gradient errors,
-        and per-layer bars of energy kept, errors and FLOPs saved.
+        and per-layer bars of energy kept, errors (end to end too, when the
+        workload ran any) and FLOPs saved.
 
     Examples
     --------

@@ -12,25 +12,27 @@ end-to-end error of every parameter gradient and the backward FLOPs.  See
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 import lbpcore
 
-from ..errors import gradient_errors, rank_sweep
 from ..finetune import FinetuneConfig
 from ..images import image_batch
-from ..io import to_jsonable
-from ..progress import progress_bar
-from ..spectrum import energy_curves, energy_kept, energy_maps
-from ..threads import blas_limit
 from ..vit import TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
+from ._layers import (
+    LayerMeasurements,
+    Stages,
+    blas_limit,
+    finish,
+    flops_row,
+    local_row,
+    measure_layers,
+    setting,
+    typical_results,
+)
 from .finetune import finetune_headline
-from .summary import summarize
 
 __all__ = ["ReportConfig", "ReportResult", "run_workload"]
 
@@ -198,65 +200,7 @@ class ReportResult:
 
 
 # ---------------------------------------------------------------------------
-# progress
-
-
-class _Stages:
-    """Progress on stderr with the current stage in the label."""
-
-    def __init__(self, total, enabled):
-        self.bar = progress_bar(total, "lbp report", enabled=None if enabled else False)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.close()
-        return False
-
-    def stage(self, text):
-        self.bar.set_description(f"lbp report: {text[:32]:<32}", refresh=False)
-
-    def done(self):
-        self.bar.update(1)
-
-
-# ---------------------------------------------------------------------------
 # the measurements
-
-
-def _layer_analysis(layer_io, cfg, basis):
-    """Spectra, energy kept and local gradient errors of one token-grid layer."""
-    kw = {"grid": layer_io.grid, "patch": cfg.patch, "extra_tokens": layer_io.extra_tokens}
-    sx = energy_maps(layer_io.x, **kw)
-    sg = energy_maps(layer_io.grad_y, **kw)
-    errs = gradient_errors(layer_io.x, layer_io.weight, layer_io.grad_y, bases=basis, baselines=cfg.baselines,
-                           seed=cfg.seed, **kw)
-    return {
-        "layer": layer_io.name,
-        "in_features": int(layer_io.weight.shape[1]),
-        "out_features": int(layer_io.weight.shape[0]),
-        "x_shape": list(layer_io.x.shape),
-        "grid": list(layer_io.grid),
-        "extra_tokens": int(layer_io.extra_tokens),
-        "energy_kept_x": energy_kept(sx, basis),
-        "energy_kept_grad_y": energy_kept(sg, basis),
-        "spectrum_x": sx,
-        "spectrum_grad_y": sg,
-        "errors": errs,
-    }
-
-
-def _typical_layer(cfg, per_layer, grid_layers):
-    """The configured layer, or the block layer whose ``grad_y`` energy kept is the median."""
-    typical = cfg.typical_layer
-    if typical is None:
-        blocks = [n for n in grid_layers if n.startswith("blocks.")] or list(grid_layers)
-        ranked = sorted(blocks, key=lambda n: per_layer[n]["energy_kept_grad_y"])
-        typical = ranked[(len(ranked) - 1) // 2]
-    if typical not in per_layer:
-        raise ValueError(f"typical_layer {typical!r} is not a token-grid layer; layers are {list(grid_layers)}")
-    return typical
 
 
 @dataclass
@@ -264,10 +208,7 @@ class _Measurements:
     """What the stages of :func:`_measure` produce, before tabulation."""
 
     batch: object  # analysis.images.ImageBatch
-    per_layer: dict  # token-grid layer name -> _layer_analysis(...)
-    typical: str
-    curves: dict  # "x" / "grad_y" -> energy_curves(...)
-    sweep: list  # rank_sweep(...) of the typical layer
+    layers: LayerMeasurements  # the token-grid layers, the typical layer's curves and sweep
     e2e: dict  # subset key -> FidelityReport
     timing: dict  # stage -> seconds
 
@@ -277,7 +218,7 @@ def _measure(cfg, model, basis, progress) -> _Measurements:
     grid_layers = model.token_layers
     timing = {}
     steps = 2 + len(grid_layers) + 2 + len(cfg.subsets)
-    with blas_limit(cfg.blas_threads), _Stages(steps, progress) as st:
+    with blas_limit(cfg.blas_threads), Stages(steps, progress) as st:
         st.stage("images and model")
         t = time.perf_counter()
         batch = image_batch(batch=cfg.batch, size=cfg.image_size, seed=cfg.seed, dtype=model.config.dtype)
@@ -287,29 +228,8 @@ def _measure(cfg, model, basis, progress) -> _Measurements:
         timing["capture"] = time.perf_counter() - t
         st.done()
 
-        t = time.perf_counter()
-        per_layer = {}
-        for name in grid_layers:
-            st.stage(f"layer {name}")
-            per_layer[name] = _layer_analysis(captured[name], cfg, basis)
-            st.done()
-        timing["layers"] = time.perf_counter() - t
-
-        typical = _typical_layer(cfg, per_layer, grid_layers)
-        t = time.perf_counter()
-        st.stage(f"energy curves {typical}")
-        curves = {
-            "x": energy_curves(per_layer[typical]["spectrum_x"], seed=cfg.seed),
-            "grad_y": energy_curves(per_layer[typical]["spectrum_grad_y"], seed=cfg.seed),
-        }
-        st.done()
-        st.stage(f"rank sweep {typical}")
-        typical_io = captured[typical]
-        sweep = rank_sweep(typical_io.x, typical_io.weight, typical_io.grad_y, grid=typical_io.grid, patch=cfg.patch,
-                           ks=cfg.sweep_ks, methods=cfg.baselines, extra_tokens=typical_io.extra_tokens,
-                           seed=cfg.seed, progress=False)
-        st.done()
-        timing["sweep"] = time.perf_counter() - t
+        measured = measure_layers({name: captured[name] for name in grid_layers}, cfg, basis, st)
+        timing.update(measured.timing)
 
         t = time.perf_counter()
         e2e = {}
@@ -319,7 +239,7 @@ def _measure(cfg, model, basis, progress) -> _Measurements:
                                          bases=basis)
             st.done()
         timing["end_to_end"] = time.perf_counter() - t
-    return _Measurements(batch, per_layer, typical, curves, sweep, e2e, timing)
+    return _Measurements(batch, measured, e2e, timing)
 
 
 # ---------------------------------------------------------------------------
@@ -332,25 +252,14 @@ def _layer_row(name, info, per_layer, e2e, first):
            "on_grid": info.on_grid}
     pl = per_layer.get(name)
     if pl is not None:
-        errs = pl["errors"]
-        row["energy_kept_x"] = pl["energy_kept_x"]
-        row["energy_kept_grad_y"] = pl["energy_kept_grad_y"]
-        row["local"] = {m: {"grad_weight": g.grad_weight, "grad_x": g.grad_x, "projection": g.projection,
-                            "info": g.info}
-                        for m, g in errs.methods.items()}
-        row["rank"] = errs.rank
-        row["grid"] = pl["grid"]
-        row["extra_tokens"] = pl["extra_tokens"]
+        row.update(local_row(pl))
     row["end_to_end"] = {}
     for key, rep in e2e.items():
         lr = next(lr for lr in rep.layers if lr.name == name)
         row["end_to_end"][key] = {"method": lr.method, "weight_rel_error": lr.weight_rel_error,
                                   "weight_cosine": lr.weight_cosine, "bias_rel_error": lr.bias_rel_error}
     lr = next(lr for lr in e2e[first].layers if lr.name == name)
-    row["flops"] = {"dense": lr.dense_flops, "lbp": lr.backward_flops, "gemm": lr.gemm_flops,
-                    "projection": lr.projection_flops, "saved": lr.flops_saved,
-                    "saved_fraction": lr.flops_saved / lr.dense_flops if lr.dense_flops else 0.0,
-                    "ideal_speedup": lr.ideal_speedup}
+    row["flops"] = flops_row(lr.dense_flops, lr.backward_flops, lr.gemm_flops, lr.projection_flops, lr.ideal_speedup)
     return row
 
 
@@ -410,8 +319,8 @@ def run_workload(config=None, *, progress=True):
     model = cfg.model()
     measured = _measure(cfg, model, basis, progress)
     first = cfg.subsets[0][0]
-    layer_rows = [_layer_row(name, info, measured.per_layer, measured.e2e, first)
-                  for name, info in model.layers.items()]
+    lm = measured.layers
+    layer_rows = [_layer_row(name, info, lm.per_layer, measured.e2e, first) for name, info in model.layers.items()]
     results = {
         "lbpcore_version": lbpcore.__version__,
         "config": cfg.to_dict(),
@@ -420,26 +329,16 @@ def run_workload(config=None, *, progress=True):
                   "token_layers": list(model.token_layers), "loss": measured.e2e[first].loss},
         "images": {"names": list(measured.batch.names), "batch": cfg.batch, "size": cfg.image_size,
                    "labels": measured.batch.labels, "crops": list(measured.batch.crops)},
-        "setting": {"patch": cfg.patch, "bases": basis.spec, "rank": basis.rank, "indices": basis.indices,
-                    "bases_total": cfg.patch * cfg.patch},
+        "setting": setting(cfg, basis),
         "layers": layer_rows,
-        "typical_layer": measured.typical,
-        "spectra": {n: {"x": pl["spectrum_x"], "grad_y": pl["spectrum_grad_y"]}
-                    for n, pl in measured.per_layer.items()},
-        "energy_curves": {"layer": measured.typical, **measured.curves},
-        "rank_sweep": {"layer": measured.typical, "points": measured.sweep},
+        **typical_results(lm),
         "end_to_end": {k: {"selection": sel, "description": desc, "report": measured.e2e[k]}
                        for k, sel, desc in cfg.subsets},
         "flops": _flops(measured.e2e, first, layer_rows),
     }
-    results = to_jsonable(results)
-    results["summary"] = summarize(results)
     t = time.perf_counter()
     with blas_limit(cfg.blas_threads):
         results["finetune"] = finetune_headline(FinetuneConfig.headline() if cfg.finetune else None,
                                                 cache_dir=cfg.finetune_cache, progress=progress)
     measured.timing["finetune"] = time.perf_counter() - t
-    measured.timing["total"] = time.perf_counter() - t_start
-    results["timing"] = {"seconds": measured.timing, "python": platform.python_version(), "numpy": np.__version__,
-                         "machine": platform.machine()}
-    return results
+    return finish(results, measured.timing, t_start)

@@ -44,10 +44,10 @@ class _BlockedOps:
     block: int  # rows per patch row: pw * r
     row_uniform: bool
     col_uniform: bool
-    prow: tuple  # per p: (lo, hi, (k_i, hi-lo) matrix), scaled
+    prow: tuple  # per p: (lo, hi, (k_i, hi-lo) matrix), scaled (the projection's first stage)
     pcol: tuple  # per t: per q: (lo, hi, (|J_t|, hi-lo) matrix)
     rrow: tuple  # per p: (lo, hi, (hi-lo, k_i) matrix): output grid rows
-    rcol: tuple  # per t: per q: (lo, hi, (hi-lo, |J_t|) matrix): output grid columns
+    rcol: tuple  # per t: per q: (lo, hi, (hi-lo, |J_t|) matrix): output grid columns, scaled (the first stage)
 
 
 @lru_cache(maxsize=128)
@@ -72,7 +72,7 @@ def _blocked_ops(key: tuple, scale: float) -> _BlockedOps:
     for js in cols:
         wc = wal[list(js)]
         pcol.append(tuple((f.lo, f.hi, wc @ f.matrix) for f in folds))
-        rcol.append(tuple((f.out_lo, f.out_hi, wc[:, f.interior].T.copy()) for f in folds))
+        rcol.append(tuple((f.out_lo, f.out_hi, wc[:, f.interior].T * scale) for f in folds))
     return _BlockedOps(rows, cols, tuple(offsets), off, h % n == 0, w % n == 0,
                        tuple(prow), tuple(pcol), tuple(rrow), tuple(rcol))
 
@@ -164,15 +164,15 @@ def project_blocked(x, plan: PatchPlan, e: int, scale: float, out):
     return out
 
 
-def reconstruct_blocked(coef, plan: PatchPlan, out):
-    """Inverse of :func:`project_blocked` (crop, no ``1/n**2``): ``(B, M, C)`` -> ``out`` ``(B, h*w, C)``."""
-    ops = _blocked_ops(plan_key(plan), 1.0)
+def reconstruct_blocked(coef, plan: PatchPlan, out, scale: float = 1.0):
+    """Inverse of :func:`project_blocked` (crop, times ``scale``): ``(B, M, C)`` -> ``out`` ``(B, h*w, C)``."""
+    ops = _blocked_ops(plan_key(plan), float(scale))
     dt = coef.dtype
     b, c, h, w, n, ph, pw, ki = _sizes(plan, ops, coef)
     wc = w * c
     ov = out.reshape(b, h, wc)
     c4 = coef.reshape(b, ph, ops.block, c)
-    rmats, cmats = _mats(plan, 1.0, dt, ops.rrow, ops.rcol, "R", "C")
+    rmats, cmats = _mats(plan, float(scale), dt, ops.rrow, ops.rcol, "R", "C")
     o4 = ov.reshape(b, ph, n, wc) if ops.row_uniform else None
 
     def work(bs, be):

@@ -32,7 +32,8 @@ class _StripOps:
     (all columns, row-major) to the coefficients of the ``pw`` patches of row ``p``
     in ``(q, k)`` order: padding, the 2D transform and the selection in one matrix.
     ``rec[p]`` (``nint_p*w x pw*r``) maps them back to the grid rows ``out_rows[p]``
-    (the crop of the padded strip).  ``uniform``: no padding along the rows, so
+    (the crop of the padded strip).  Both are multiplied by the ``scale`` of
+    :func:`_strip_ops`.  ``uniform``: no padding along the rows, so
     every strip uses the same matrices on consecutive, equal windows.
     """
 
@@ -66,7 +67,7 @@ def _strip_ops(key: tuple, scale: float) -> _StripOps:
         proj.append(g * scale)
         rrow = wal[:, f.interior][ii, :]  # (r, nint)
         out_rows.append((f.out_lo, f.out_hi))
-        rec.append(np.einsum("ks,qkt->stqk", rrow, ccrop).reshape(len(f.interior) * w, pw * len(ii)))
+        rec.append(np.einsum("ks,qkt->stqk", rrow, ccrop).reshape(len(f.interior) * w, pw * len(ii)) * scale)
     return _StripOps(h % n == 0, tuple(win), tuple(proj), tuple(out_rows), tuple(rec))
 
 
@@ -132,9 +133,9 @@ def project_direct(xp, x, plan: PatchPlan, layout: str, e: int, scale: float, ou
     return xp.concat(pieces, axis=1)
 
 
-def reconstruct_direct(xp, coef, plan: PatchPlan, layout: str, out):
-    """Grid ``(B, h*w, C)`` (tokens) or ``(B, C, h, w)`` from ``(B, M, C)`` coefficients in canonical order."""
-    ops = _strip_ops(plan_key(plan), 1.0)
+def reconstruct_direct(xp, coef, plan: PatchPlan, layout: str, out, scale: float = 1.0):
+    """Grid ``(B, h*w, C)`` (tokens) or ``(B, C, h, w)``, times ``scale``, from ``(B, M, C)`` canonical coefficients."""
+    ops = _strip_ops(plan_key(plan), float(scale))
     h, w = plan.grid
     ph, pw = plan.patches
     r = plan.rank
@@ -142,7 +143,7 @@ def reconstruct_direct(xp, coef, plan: PatchPlan, layout: str, out):
     b, _, c = coef.shape
     dt = coef.dtype
     dev = device_of(coef)
-    key = ("strip", plan_key(plan), 1.0)
+    key = ("strip", plan_key(plan), float(scale))
     c4 = xp.reshape(coef, (b, ph, pw * r, c))
     if isinstance(coef, np.ndarray):
         if out is None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import is_cupy_array
 
+from .._backend import device_of
+from .._validation import check_nbytes
 from . import _cuda
 from ._blocked import project_blocked, reconstruct_blocked
 from ._direct import project_direct, reconstruct_direct
@@ -68,20 +70,25 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     """
     e = extra_tokens if layout == "tokens" else 0
     extra = None if e == 0 else x[:, :e, :]
-    if is_cupy_array(x):
+    b, c = (x.shape[0], x.shape[2]) if layout == "tokens" else x.shape[:2]
+    m = plan.num_patches * plan.rank
+    rows = (e if keep_extra else 0) + m
+    check_nbytes(b * rows * c * _itemsize(xp, x), "x", f"its ({b}, {rows}, {c}) patch coefficients")
+    empty = b * c == 0  # an empty batch or no channel: empty coefficients (the kernels need work)
+    if is_cupy_array(x) and not empty:
         coef = _cuda.project(x, plan.grid, plan.patch, plan.pad, plan.basis.indices, extra_tokens=e, scale=scale,
                              layout=layout, keep_extra=keep_extra)
         if coef is not None:
             return (None, coef) if keep_extra else (extra, coef)
     if isinstance(x, np.ndarray):
-        b, c = (x.shape[0], x.shape[2]) if layout == "tokens" else x.shape[:2]
-        m = plan.num_patches * plan.rank
-        full = np.empty((b, (e if keep_extra else 0) + m, c), dtype=x.dtype)
+        full = np.empty((b, rows, c), dtype=x.dtype)
         grid = full
         if keep_extra and e:
             full[:, :e] = extra
             grid = full[:, e:]
-        if any_order and _use_blocked(x, layout):
+        if empty:
+            pass
+        elif any_order and _use_blocked(x, layout):
             project_blocked(x, plan, e, scale, grid)
         elif _use_direct(plan):
             project_direct(xp, x, plan, layout, e, scale, grid)
@@ -90,7 +97,9 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
         else:
             grid[...] = project_separable(xp, x, plan, layout, e, scale)
         return (None, full) if keep_extra else (extra, full)
-    if _use_direct(plan):
+    if empty:
+        coef = xp.zeros((b, m, c), dtype=x.dtype, device=device_of(x))
+    elif _use_direct(plan):
         coef = project_direct(xp, x, plan, layout, e, scale, None)
         if not _all_finite(xp, coef):
             coef = project_separable(xp, x, plan, layout, e, scale)
@@ -103,39 +112,51 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     return extra, coef
 
 
-def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, extra_tokens: int = 0, any_order: bool = False):
-    """Inverse of :func:`project_raw` with ``keep_extra=True``, up to the factor ``n**2`` and the crop.
+def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, extra_tokens: int = 0, any_order: bool = False,
+                    scale: float = 1.0):
+    """Inverse of :func:`project_raw` with ``keep_extra=True``, up to the factor ``n**2`` and the crop, times ``scale``.
 
     ``coef`` is ``(B, e + M, C)``: ``e = extra_tokens`` rows copied through as they
     are (tokens layout only), then the coefficients; the result is tokens
-    ``(B, e + h*w, C)`` or nchw ``(B, C, h, w)``.  ``any_order`` as given to
-    :func:`project_raw`.
+    ``(B, e + h*w, C)`` or nchw ``(B, C, h, w)``, its grid multiplied by ``scale``
+    (the kernels apply it in their first stage; a power of two leaves the result
+    exact).  ``any_order`` as given to :func:`project_raw`.
     """
     e = extra_tokens if layout == "tokens" else 0
+    b, _, c = coef.shape
+    h, w = plan.grid
+    check_nbytes(b * h * w * c * _itemsize(xp, coef), "coef", f"the reconstructed ({b}, {h * w}, {c}) grid")
+    shape = (b, e + h * w, c) if layout == "tokens" else (b, c, h, w)
+    if b * c == 0:  # an empty batch or no channel: an empty grid
+        return np.zeros(shape, dtype=coef.dtype) if isinstance(coef, np.ndarray) else \
+            xp.zeros(shape, dtype=coef.dtype, device=device_of(coef))
     if is_cupy_array(coef):
         out = _cuda.reconstruct(coef, plan.grid, plan.patch, plan.pad, plan.basis.indices, extra_tokens=e,
-                                layout=layout)
+                                scale=scale, layout=layout)
         if out is not None:
             return out
     grid_coef = coef if e == 0 else coef[:, e:, :]
     if isinstance(coef, np.ndarray):
-        b, _, c = coef.shape
-        h, w = plan.grid
-        out = np.empty((b, e + h * w, c) if layout == "tokens" else (b, c, h, w), dtype=coef.dtype)
+        out = np.empty(shape, dtype=coef.dtype)
         if e:
             out[:, :e] = coef[:, :e]
         grid_out = out if e == 0 else out[:, e:]
         if any_order and _use_blocked(coef, layout):
-            reconstruct_blocked(grid_coef, plan, grid_out)
+            reconstruct_blocked(grid_coef, plan, grid_out, scale)
         elif _use_direct(plan) and _all_finite(xp, grid_coef):
-            reconstruct_direct(xp, grid_coef, plan, layout, grid_out)
+            reconstruct_direct(xp, grid_coef, plan, layout, grid_out, scale)
         else:
-            grid_out[...] = reconstruct_separable(xp, grid_coef, plan, layout)
+            grid_out[...] = reconstruct_separable(xp, grid_coef, plan, layout, scale)
         return out
     if _use_direct(plan) and _all_finite(xp, grid_coef):
-        out = reconstruct_direct(xp, grid_coef, plan, layout, None)
+        out = reconstruct_direct(xp, grid_coef, plan, layout, None, scale)
     else:
-        out = reconstruct_separable(xp, grid_coef, plan, layout)
+        out = reconstruct_separable(xp, grid_coef, plan, layout, scale)
     if e:
         out = xp.concat([coef[:, :e, :], out], axis=1)
     return out
+
+
+def _itemsize(xp, a) -> int:
+    """Bytes per element of the array ``a``."""
+    return a.dtype.itemsize if isinstance(a, np.ndarray) else xp.finfo(a.dtype).bits // 8

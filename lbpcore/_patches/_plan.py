@@ -18,7 +18,7 @@ from .._validation import (
     check_grid,
     check_nchw,
     check_padding,
-    check_power_of_two,
+    check_patch,
     check_tokens,
     resolve_grid,
 )
@@ -224,7 +224,7 @@ def make_plan(grid, patch, bases, pad="reflect") -> PatchPlan:
     ((2, 2), 21)
     """
     h, w = check_grid(grid)
-    n = check_power_of_two(patch, "patch")
+    n = check_patch(patch, "patch")
     check_choice(pad, "pad", PADS)
     basis = as_basis(n, bases)
     for side, length in (("grid height", h), ("grid width", w)):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from .._backend import as_float_array, device_of
+from .._backend import as_float_array
 from .._validation import LAYOUTS, check_choice, check_coefficients
 from ._dispatch import project_raw, reconstruct_raw
 from ._plan import make_plan, plan_for
@@ -118,12 +116,8 @@ def reconstruct(coef, *, grid, patch=8, bases="lp_l1:6", pad="reflect", layout="
     else:
         b, c, _, _ = coef.shape
         flat = xp.permute_dims(xp.reshape(coef, (b, c, pcount * r)), (0, 2, 1))
-    out = reconstruct_raw(xp, flat, plan, layout)
-    n2 = plan.patch * plan.patch
-    if isinstance(out, np.ndarray):
-        out *= out.dtype.type(1.0 / n2)  # a fresh array: scale in place (n2 is a power of two: exact)
-        return out
-    return out / xp.asarray(n2, dtype=out.dtype, device=device_of(out))
+    # 1/n**2 in the kernels' first stage: exact (a power of two), and no intermediate above the result's scale
+    return reconstruct_raw(xp, flat, plan, layout, scale=1.0 / (plan.patch * plan.patch))
 
 
 def apply_projector(x, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0, layout="tokens"):

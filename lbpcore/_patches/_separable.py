@@ -44,15 +44,16 @@ class AxisOp:
 class SeparableOps(NamedTuple):
     """The four block operators of a plan (:func:`separable_ops`)."""
 
-    project_rows: AxisOp  # (ph*k_i, h): along the grid rows, scaled
+    project_rows: AxisOp  # (ph*k_i, h): along the grid rows, scaled (the first stage)
     project_cols: AxisOp  # (pw*k_j, w): along the grid columns
     reconstruct_rows: AxisOp  # (h, ph*k_i): the transposed rows, cropped
-    reconstruct_cols: AxisOp  # (w, pw*k_j)
+    reconstruct_cols: AxisOp  # (w, pw*k_j): scaled (the first stage)
 
 
 @lru_cache(maxsize=256)
-def _axis_ops(length: int, n: int, pad: str, rows: tuple, scale: float) -> tuple[AxisOp, AxisOp]:
-    """Projection and reconstruction operators along one axis."""
+def _axis_ops(length: int, n: int, pad: str, rows: tuple, scale: float,
+              rec_scale: float) -> tuple[AxisOp, AxisOp]:
+    """Projection and reconstruction operators along one axis, multiplied by ``scale`` and ``rec_scale``."""
     w = ordered_hadamard(n, "sequency")[np.asarray(rows, dtype=np.int64)].astype(np.float64)  # (k, n)
     k = len(rows)
     folds = fold(length, n, pad)
@@ -61,17 +62,22 @@ def _axis_ops(length: int, n: int, pad: str, rows: tuple, scale: float) -> tuple
     proj = AxisOp(length, count * k, tuple(f.lo for f in folds), tuple(f.hi for f in folds),
                   tuple((w @ f.matrix) * scale for f in folds), uniform, ("proj", length, n, pad, rows, scale))
     rec = AxisOp(count * k, length, tuple(range(0, count * k, k)), tuple(range(k, count * k + 1, k)),
-                 tuple(w[:, f.interior].T.copy() for f in folds), uniform, ("rec", length, n, pad, rows))
+                 tuple(w[:, f.interior].T * rec_scale for f in folds), uniform,
+                 ("rec", length, n, pad, rows, rec_scale))
     return proj, rec
 
 
-def separable_ops(plan: PatchPlan, scale: float = 1.0) -> SeparableOps:
-    """Row and column operators of ``plan``; the row projection is multiplied by ``scale``."""
+def separable_ops(plan: PatchPlan, scale: float = 1.0, rec_scale: float = 1.0) -> SeparableOps:
+    """Row and column operators of ``plan``.
+
+    Each direction is scaled in its first stage, where the values are smallest:
+    the row projection by ``scale``, the column reconstruction by ``rec_scale``.
+    """
     rows = tuple(int(v) for v in plan.basis.rows)
     cols = tuple(int(v) for v in plan.basis.cols)
     h, w = plan.grid
-    project_rows, reconstruct_rows = _axis_ops(h, plan.patch, plan.pad, rows, float(scale))
-    project_cols, reconstruct_cols = _axis_ops(w, plan.patch, plan.pad, cols, 1.0)
+    project_rows, reconstruct_rows = _axis_ops(h, plan.patch, plan.pad, rows, float(scale), 1.0)
+    project_cols, reconstruct_cols = _axis_ops(w, plan.patch, plan.pad, cols, 1.0, float(rec_scale))
     return SeparableOps(project_rows, project_cols, reconstruct_rows, reconstruct_cols)
 
 
@@ -130,9 +136,12 @@ def project_separable(xp, x, plan: PatchPlan, layout: str, e: int, scale: float)
     return t
 
 
-def reconstruct_separable(xp, coef, plan: PatchPlan, layout: str):
-    """Grid ``(B, h*w, C)`` (tokens) or ``(B, C, h, w)`` from ``(B, M, C)`` coefficients in ``(p, q, k)`` order."""
-    ops = separable_ops(plan)
+def reconstruct_separable(xp, coef, plan: PatchPlan, layout: str, scale: float = 1.0):
+    """Grid ``(B, h*w, C)`` (tokens) or ``(B, C, h, w)`` from ``(B, M, C)`` coefficients in ``(p, q, k)`` order.
+
+    The result is multiplied by ``scale``.
+    """
+    ops = separable_ops(plan, rec_scale=scale)
     rh, rw = ops.reconstruct_rows, ops.reconstruct_cols
     h, w = plan.grid
     dev = device_of(coef)

@@ -12,7 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import compat_namespace, constant
-from .._validation import check_axes_pair, check_choice, check_power_of_two
+from .._validation import (
+    check_axes_pair,
+    check_choice,
+    check_matrix_dtype,
+    check_nbytes,
+    check_patch,
+    check_power_of_two,
+)
 from ._dispatch import transform
 from ._walsh import NORMS, ORDERINGS, ordered_hadamard, permutation
 
@@ -41,6 +48,7 @@ def sequency_permutation(n: int, ordering: str = "sequency") -> np.ndarray:
     [0, 2, 3, 1]
     """
     n = check_power_of_two(n, "n")
+    check_nbytes(3 * 8 * n, f"n={n}", f"a permutation of {n} indices")
     check_choice(ordering, "ordering", ORDERINGS)
     return permutation(n, ordering)
 
@@ -57,7 +65,8 @@ def walsh_matrix(n, *, ordering="sequency", dtype=None, xp=None, device=None):
         ``"sequency"`` (default, Walsh order) sorts rows by their number of sign
         changes, ``"dyadic"`` (Paley order) takes natural rows at bit-reversed indices.
     dtype : dtype, optional
-        Floating dtype of the result; default float64 of ``xp``.
+        Dtype of the result: real floating, or a signed integer (which holds
+        ``-1``); default float64 of ``xp``.
     xp : array namespace, optional
         Namespace of the result (for example ``cupy``); default NumPy.
     device : device, optional
@@ -68,6 +77,15 @@ def walsh_matrix(n, *, ordering="sequency", dtype=None, xp=None, device=None):
     M : array, shape (n, n)
         Symmetric, ``M @ M.T == n * I``.
 
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a power of two, the matrix would not fit in memory, or
+        ``ordering`` is unknown.
+    TypeError
+        If ``dtype`` is boolean, unsigned or complex (it cannot hold ``-1``
+        and ``1``).
+
     Examples
     --------
     >>> from lbpcore import walsh_matrix
@@ -77,12 +95,11 @@ def walsh_matrix(n, *, ordering="sequency", dtype=None, xp=None, device=None):
            [ 1., -1., -1.,  1.],
            [ 1., -1.,  1., -1.]])
     """
-    n = check_power_of_two(n, "n")
+    n = check_patch(n, "n")
     check_choice(ordering, "ordering", ORDERINGS)
     if xp is None:
         xp = compat_namespace(None)
-    if dtype is None:
-        dtype = xp.float64
+    dtype = xp.float64 if dtype is None else check_matrix_dtype(compat_namespace(xp), dtype)
     m = constant(("walsh", n, ordering), lambda: ordered_hadamard(n, ordering), xp, dtype, device)
     return xp.asarray(m, copy=True)
 

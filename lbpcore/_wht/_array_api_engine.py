@@ -31,6 +31,8 @@ def transform_axis(xp, x, axis: int, ordering: str, scale: float):
     post = math.prod(shape[axis + 1 :])
     dt = x.dtype
     dev = device_of(x)
+    if pre * post == 0:  # empty along another axis: an empty result, as numpy.fft gives
+        return xp.asarray(x, copy=True)
     if n == 1:
         return x * xp.asarray(scale, dtype=dt, device=dev) if scale != 1.0 else xp.asarray(x, copy=True)
     if post == 1 and _cuda.applicable(x, n):

@@ -43,7 +43,7 @@ def transform(x, axes, ordering, norm, inverse, out=None, name="x"):
             y = _numpy_engine.transform(x, axes, ordering, norm, inverse, out)
             if y is not None:
                 return y
-    elif len(axes) == 1 and ordering in ORDERINGS and norm in NORMS and x.ndim and out is None:
+    elif len(axes) == 1 and ordering in ORDERINGS and norm in NORMS and getattr(x, "ndim", 0) and out is None:
         # CuPy fast lane: one kernel along the last axis, without the generic checks (which
         # cost more CPU time than the kernel takes on the GPU for arrays of tens of MB)
         n = x.shape[-1]

@@ -209,6 +209,8 @@ def transform(x, axes, ordering, norm, inverse, out):
             res = np.empty(shape, dtype=x.dtype)
     src = x
     size = x.size
+    if size == 0:  # an empty axis besides the transformed ones: an empty result, as numpy.fft gives
+        return res if out is None else out
     for a in norm_axes:
         n = shape[a]
         scale = norm_scale(n, norm, inverse)

@@ -1,0 +1,207 @@
+"""The per-layer measurements of ``lbp report``, shared by the built-in workload and captured models.
+
+For each linear layer on a token grid, given its exact ``x``, ``weight`` and
+``grad_y`` (:class:`analysis.vit.LayerIO` or
+:class:`analysis.capture.CapturedLayer`): the Walsh energy spectra, the energy
+the selection keeps and the local gradient errors against the baselines
+(:func:`measure_layers`); then, for a typical layer, the energy curves and a
+rank sweep; and the per-layer rows of ``results.json``.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import lbpcore
+
+from ..errors import gradient_errors, rank_sweep
+from ..io import to_jsonable
+from ..progress import progress_bar
+from ..spectrum import energy_curves, energy_kept, energy_maps
+from ..threads import blas_limit
+from .summary import summarize
+
+__all__ = ["LayerMeasurements", "Stages", "blas_limit", "cost_flops", "finish", "flops_row", "local_row",
+           "measure_layers", "setting", "typical_results"]
+
+
+class Stages:
+    """Progress on stderr with the current stage in the label."""
+
+    def __init__(self, total, enabled):
+        self.bar = progress_bar(total, "lbp report", enabled=None if enabled else False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return False
+
+    def stage(self, text):
+        self.bar.set_description(f"lbp report: {text[:32]:<32}", refresh=False)
+
+    def done(self):
+        self.bar.update(1)
+
+
+def setting(cfg, basis) -> dict:
+    """The ``setting`` entry of ``results.json``: patch, selection, rank."""
+    return {"patch": cfg.patch, "bases": basis.spec, "rank": basis.rank, "indices": basis.indices,
+            "bases_total": cfg.patch * cfg.patch}
+
+
+def _layer_analysis(layer, cfg, basis):
+    """Spectra, energy kept and local gradient errors of one token-grid layer (its arrays read once)."""
+    x, weight, grad_y = layer.x, layer.weight, layer.grad_y
+    layout = getattr(layer, "layout", "tokens")
+    kw = {"grid": layer.grid, "patch": cfg.patch, "extra_tokens": layer.extra_tokens, "layout": layout}
+    sx = energy_maps(x, **kw)
+    sg = energy_maps(grad_y, **kw)
+    errs = gradient_errors(x, weight, grad_y, bases=basis, baselines=cfg.baselines, seed=cfg.seed, **kw)
+    return {
+        "layer": layer.name,
+        "in_features": int(weight.shape[1]),
+        "out_features": int(weight.shape[0]),
+        "x_shape": list(x.shape),
+        "layout": layout,
+        "grid": list(layer.grid),
+        "extra_tokens": int(layer.extra_tokens),
+        "energy_kept_x": energy_kept(sx, basis),
+        "energy_kept_grad_y": energy_kept(sg, basis),
+        "spectrum_x": sx,
+        "spectrum_grad_y": sg,
+        "errors": errs,
+    }
+
+
+def _typical_layer(cfg, per_layer):
+    """The configured layer, or the block layer whose ``grad_y`` energy kept is the median."""
+    typical = cfg.typical_layer
+    if typical is None:
+        blocks = [n for n in per_layer if n.startswith("blocks.")] or list(per_layer)
+        ranked = sorted(blocks, key=lambda n: per_layer[n]["energy_kept_grad_y"])
+        typical = ranked[(len(ranked) - 1) // 2]
+    if typical not in per_layer:
+        raise ValueError(f"typical_layer {typical!r} is not a token-grid layer; layers are {list(per_layer)}")
+    return typical
+
+
+@dataclass
+class LayerMeasurements:
+    """What :func:`measure_layers` measures.
+
+    Attributes
+    ----------
+    per_layer : dict
+        Layer name to its spectra, energy kept and local errors.
+    typical : str
+        The layer of the energy curves and the rank sweep.
+    curves : dict
+        ``"x"`` / ``"grad_y"`` to :func:`analysis.spectrum.energy_curves` of the typical layer.
+    sweep : list
+        :func:`analysis.errors.rank_sweep` of the typical layer.
+    timing : dict
+        Seconds of the ``layers`` and ``sweep`` stages.
+    """
+
+    per_layer: dict
+    typical: str
+    curves: dict
+    sweep: list
+    timing: dict
+
+
+def measure_layers(layers, cfg, basis, stages) -> LayerMeasurements:
+    """Measure every layer, then the energy curves and rank sweep of the typical one.
+
+    Parameters
+    ----------
+    layers : dict of str to layer
+        Objects with ``name``, ``x``, ``weight``, ``grad_y``, ``grid``,
+        ``extra_tokens`` (and optionally ``layout``), each on its token grid.
+    cfg : ReportConfig
+        ``patch``, ``baselines``, ``seed``, ``typical_layer``, ``sweep_ks``.
+    basis : lbpcore.BasisSet
+    stages : Stages
+        Progress: one step per layer, then two.
+
+    Returns
+    -------
+    LayerMeasurements
+    """
+    t = time.perf_counter()
+    per_layer = {}
+    for name, layer in layers.items():
+        stages.stage(f"layer {name}")
+        per_layer[name] = _layer_analysis(layer, cfg, basis)
+        stages.done()
+    timing = {"layers": time.perf_counter() - t}
+
+    typical = _typical_layer(cfg, per_layer)
+    t = time.perf_counter()
+    stages.stage(f"energy curves {typical}")
+    curves = {
+        "x": energy_curves(per_layer[typical]["spectrum_x"], seed=cfg.seed),
+        "grad_y": energy_curves(per_layer[typical]["spectrum_grad_y"], seed=cfg.seed),
+    }
+    stages.done()
+    stages.stage(f"rank sweep {typical}")
+    lay = layers[typical]
+    sweep = rank_sweep(lay.x, lay.weight, lay.grad_y, grid=lay.grid, patch=cfg.patch, ks=cfg.sweep_ks,
+                       methods=cfg.baselines, extra_tokens=lay.extra_tokens, layout=getattr(lay, "layout", "tokens"),
+                       seed=cfg.seed, progress=False)
+    stages.done()
+    timing["sweep"] = time.perf_counter() - t
+    return LayerMeasurements(per_layer, typical, curves, sweep, timing)
+
+
+def typical_results(lm: LayerMeasurements) -> dict:
+    """The ``typical_layer``, ``spectra``, ``energy_curves`` and ``rank_sweep`` entries of ``results.json``."""
+    return {
+        "typical_layer": lm.typical,
+        "spectra": {n: {"x": pl["spectrum_x"], "grad_y": pl["spectrum_grad_y"]} for n, pl in lm.per_layer.items()},
+        "energy_curves": {"layer": lm.typical, **lm.curves},
+        "rank_sweep": {"layer": lm.typical, "points": lm.sweep},
+    }
+
+
+def local_row(pl) -> dict:
+    """The measured part of a layer's ``layers`` entry: energy kept, local errors, rank, grid."""
+    errs = pl["errors"]
+    return {
+        "energy_kept_x": pl["energy_kept_x"],
+        "energy_kept_grad_y": pl["energy_kept_grad_y"],
+        "local": {m: {"grad_weight": g.grad_weight, "grad_x": g.grad_x, "projection": g.projection, "info": g.info}
+                  for m, g in errs.methods.items()},
+        "rank": errs.rank,
+        "grid": pl["grid"],
+        "extra_tokens": pl["extra_tokens"],
+    }
+
+
+def flops_row(dense, lbp, gemm, projection, ideal_speedup) -> dict:
+    """The ``flops`` entry of a layer: dense and LBP-WHT backward FLOPs, and what is saved."""
+    return {"dense": dense, "lbp": lbp, "gemm": gemm, "projection": projection, "saved": dense - lbp,
+            "saved_fraction": (dense - lbp) / dense if dense else 0.0, "ideal_speedup": ideal_speedup}
+
+
+def cost_flops(pl, cfg, basis) -> dict:
+    """:func:`flops_row` of a measured layer from :func:`lbpcore.backward_cost`."""
+    c = lbpcore.backward_cost(tuple(pl["x_shape"]), pl["out_features"], grid=tuple(pl["grid"]), patch=cfg.patch,
+                              bases=basis, extra_tokens=pl["extra_tokens"], layout=pl["layout"])
+    return flops_row(c.dense_flops, c.lbp_flops, c.lbp_gemm_flops, c.projection_flops, c.ideal_speedup)
+
+
+def finish(results, timing, t_start) -> dict:
+    """``results`` as plain JSON data, with their ``summary`` and ``timing`` (``timing["total"]`` set now)."""
+    results = to_jsonable(results)
+    results["summary"] = summarize(results)
+    timing["total"] = time.perf_counter() - t_start
+    results["timing"] = {"seconds": timing, "python": platform.python_version(), "numpy": np.__version__,
+                         "machine": platform.machine()}
+    return results

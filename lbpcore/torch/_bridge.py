@@ -1,0 +1,107 @@
+"""Tensors in and out of lbpcore's array kernels, without copies.
+
+* CPU tensors: :meth:`torch.Tensor.numpy` (shared memory), so the fast NumPy
+  kernels of :mod:`lbpcore._patches` run on the tensor's own buffer;
+  :func:`torch.from_numpy` hands the results back.
+* CUDA tensors: CuPy arrays by DLPack (:func:`cupy.from_dlpack`,
+  :func:`torch.from_dlpack`), the work queued on PyTorch's current stream of
+  the tensor's device: no host round trip and no synchronization.  Without
+  CuPy, and on other devices, lbpcore's array-API path runs on the tensors
+  themselves (:mod:`array_api_compat`'s ``torch`` namespace).
+
+Tensors that are not contiguous (a sliced or transposed activation, the
+expanded gradient of ``y.sum()``) are copied once into a contiguous tensor
+(:meth:`torch.Tensor.contiguous`) first; contiguous ones are never copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import cache
+
+import torch
+from array_api_compat import array_namespace
+
+__all__ = ["ENGINES", "as_array", "as_tensor", "engine", "kernel_stream", "namespace"]
+
+#: What runs lbpcore's kernels for a tensor: NumPy (CPU), CuPy (CUDA) or torch itself.
+ENGINES = ("numpy", "cupy", "torch")
+
+
+@cache
+def _cupy():
+    """The :mod:`cupy` module, or None when it cannot be imported."""
+    try:
+        import cupy  # noqa: PLC0415 - optional GPU dependency, only for CUDA tensors
+    except Exception:  # ImportError, or a CuPy built for another CUDA
+        return None
+    return cupy
+
+
+def engine(t: torch.Tensor) -> str:
+    """The engine (one of :data:`ENGINES`) that runs lbpcore's kernels for tensor ``t``."""
+    if t.device.type == "cpu":
+        return "numpy"
+    if t.device.type == "cuda" and _cupy() is not None:
+        return "cupy"
+    return "torch"
+
+
+def as_array(t: torch.Tensor, kind: str):
+    """The data of ``t`` as an array of engine ``kind``, sharing its memory when ``t`` is contiguous.
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        Any shape; autograd history is dropped (:meth:`~torch.Tensor.detach`).
+    kind : {"numpy", "cupy", "torch"}
+        As returned by :func:`engine` for ``t``.
+
+    Returns
+    -------
+    numpy.ndarray, cupy.ndarray or torch.Tensor
+        C-contiguous, same shape and dtype as ``t``.
+    """
+    t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    if kind == "numpy":
+        return t.numpy()
+    if kind == "cupy":
+        return _cupy().from_dlpack(t)
+    return t
+
+
+def as_tensor(a) -> torch.Tensor:
+    """An array returned by lbpcore's kernels as a tensor on the same memory.
+
+    Parameters
+    ----------
+    a : numpy.ndarray, cupy.ndarray or torch.Tensor
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    if isinstance(a, torch.Tensor):
+        return a
+    if type(a).__module__.startswith("cupy"):
+        return torch.from_dlpack(a)
+    return torch.from_numpy(a)
+
+
+def namespace(a):
+    """The array API namespace that lbpcore's internal functions take for array ``a``."""
+    return array_namespace(a)
+
+
+@contextlib.contextmanager
+def kernel_stream(t: torch.Tensor, kind: str):
+    """Run CuPy work on PyTorch's current CUDA stream of ``t``'s device (nothing to do otherwise)."""
+    if kind != "cupy":
+        yield
+        return
+    cp = _cupy()
+    stream = torch.cuda.current_stream(t.device)
+    with cp.cuda.Device(t.device.index), cp.cuda.ExternalStream(stream.cuda_stream, t.device.index):
+        yield

@@ -1,0 +1,171 @@
+"""The LBP-WHT linear layer as a :class:`torch.autograd.Function` (SPEC sections 1 and 5)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .._linear import _bias_grad, _coefficient_grads, _grad_x, _saved_coefficients
+from .._patches import PatchPlan, plan_for
+from .._validation import LAYOUTS, check_choice, check_layer_input, check_weight
+from ._bridge import as_array, as_tensor, engine, kernel_stream, namespace
+
+__all__ = ["DTYPES", "check_tensors", "lbp_linear"]
+
+#: Floating dtypes with an LBP-WHT backward (the kernels have no half-precision path).
+DTYPES = (torch.float32, torch.float64)
+
+
+def check_tensors(x, weight, bias, layout: str) -> None:
+    """Raise unless ``x``, ``weight`` and ``bias`` are float32/float64 tensors of one dtype and device.
+
+    Shapes are checked by lbpcore's own checks (:mod:`lbpcore._validation`).
+    """
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in DTYPES:
+            raise TypeError(
+                f"{name} has dtype {t.dtype}: the LBP-WHT backward supports float32 and float64 only "
+                "(no half precision: keep this layer in float32, e.g. outside autocast, or leave it dense)"
+            )
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name} must be on the device of x ({x.device}), got {t.device}")
+    check_weight(tuple(weight.shape), None if bias is None else tuple(bias.shape))
+    check_layer_input(tuple(x.shape), tuple(weight.shape), layout)
+
+
+class _LBPLinearFunction(torch.autograd.Function):
+    """Exact forward; backward from the projected input (SPEC section 5).
+
+    Inputs: ``x`` ``(B, e + h*w, C_in)`` or ``(B, C_in, H, W)``, ``weight``
+    ``(C_out, C_in)``, ``bias`` ``(C_out,)`` or None, then the plan, ``e`` and the
+    layout.  Saves the coefficients of ``x`` (``(B, e + P r, C_in)``, only when
+    ``weight`` needs a gradient) and ``weight`` (only when ``x`` needs one).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, plan: PatchPlan, e: int, layout: str):
+        if layout == "tokens":
+            y = F.linear(x, weight, bias)
+        else:
+            y = F.conv2d(x, weight[:, :, None, None], bias)
+        need_x, need_weight = ctx.needs_input_grad[:2]
+        xs = None
+        if need_weight:
+            kind = engine(x)
+            with kernel_stream(x, kind):
+                xa = as_array(x, kind)
+                xs = as_tensor(_saved_coefficients(namespace(xa), xa, plan, e, layout))
+        ctx.save_for_backward(xs, weight if need_x else None)
+        ctx.setting = (plan, e, layout)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        xs, weight = ctx.saved_tensors
+        plan, e, layout = ctx.setting
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        gx = gw = gb = None
+        kind = engine(grad_y)
+        with kernel_stream(grad_y, kind):
+            gy = as_array(grad_y, kind)
+            xp = namespace(gy)
+            if need_x or need_weight:
+                gwa, gxs = _coefficient_grads(
+                    xp, None if xs is None else as_array(xs, kind), None if weight is None else as_array(weight, kind),
+                    gy, plan, e, layout, overwrite_xs=False, grad_x=need_x, grad_weight=need_weight)
+                if need_weight:
+                    gw = as_tensor(gwa)
+                if need_x:
+                    gx = as_tensor(_grad_x(xp, gxs, plan, e, layout))
+            if need_bias:
+                gb = as_tensor(_bias_grad(xp, gy, True, layout))
+        return gx, gw, gb, None, None, None
+
+
+def lbp_linear(x, weight, bias=None, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0,
+               layout="tokens"):
+    """A linear layer (or 1x1 convolution) with the LBP-WHT backward, for PyTorch autograd.
+
+    The forward pass is exact (:func:`torch.nn.functional.linear`, or
+    :func:`~torch.nn.functional.conv2d` for ``layout="nchw"``) and saves only the
+    patch coefficients of ``x`` on the selected bases (with the extra tokens):
+    ``(P r + e) / L`` of the activation a dense layer saves.  The backward pass
+    returns :func:`lbpcore.lbp_backward`'s ``grad_x`` and ``grad_weight`` and the
+    exact ``grad_bias``, each only when autograd asks for it.  CPU tensors go
+    through lbpcore's NumPy kernels and CUDA tensors through CuPy, on the
+    tensors' own memory (see :mod:`lbpcore.torch`).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (..., e + h*w, C_in) or (B, C_in, H, W)
+        Tokens (``layout="tokens"``; leading dimensions are batch dimensions) or
+        feature maps (``layout="nchw"``).  float32 or float64; a tensor that is not
+        contiguous is copied once.
+    weight : torch.Tensor, shape (C_out, C_in)
+    bias : torch.Tensor, shape (C_out,), optional
+    grid : (int, int), optional
+        Token grid ``(h, w)``; required for tokens, ``(H, W)`` by default for nchw.
+    patch, bases, pad, extra_tokens
+        As for :func:`lbpcore.lbp_backward` (defaults ``8``, ``"lp_l1:6"``,
+        ``"reflect"``, ``0``).
+    layout : {"tokens", "nchw"}, optional
+        Default ``"tokens"``.
+
+    Returns
+    -------
+    y : torch.Tensor, shape (..., e + h*w, C_out) or (B, C_out, H, W)
+        ``x @ weight.T + bias``, exactly as :func:`torch.nn.functional.linear`.
+
+    Raises
+    ------
+    TypeError
+        If an argument is not a tensor, has a half-precision or integer dtype, or
+        the dtypes differ.
+    ValueError
+        On mismatched shapes or devices, a token count that is not
+        ``extra_tokens + h*w``, or a bad grid, patch, basis or padding.
+
+    Notes
+    -----
+    Without autograd (:func:`torch.no_grad`, or no input that requires a
+    gradient) nothing is projected or saved: the call is plain
+    :func:`~torch.nn.functional.linear`.  The backward is not differentiable
+    again (no double backward).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from lbpcore.torch import lbp_linear
+    >>> x = torch.randn(2, 1 + 16 * 16, 8, requires_grad=True)
+    >>> w = torch.randn(4, 8, requires_grad=True)
+    >>> y = lbp_linear(x, w, grid=(16, 16), extra_tokens=1)
+    >>> torch.allclose(y, x @ w.T)
+    True
+    >>> y.square().sum().backward()
+    >>> x.grad.shape, w.grad.shape
+    (torch.Size([2, 257, 8]), torch.Size([4, 8]))
+    """
+    check_choice(layout, "layout", LAYOUTS)
+    check_tensors(x, weight, bias, layout)
+    if layout == "tokens":
+        if x.dim() < 2:
+            raise ValueError(f"x must have shape (..., L, C_in) for layout='tokens', got {tuple(x.shape)}")
+        lead, (length, c_in) = tuple(x.shape[:-2]), tuple(x.shape[-2:])
+        x = x.reshape(-1, length, c_in)
+    plan, e = plan_for(tuple(x.shape), grid, patch, bases, pad, extra_tokens, layout)
+    tracked = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if not tracked:
+        y = F.linear(x, weight, bias) if layout == "tokens" else F.conv2d(x, weight[:, :, None, None], bias)
+    else:
+        y = _LBPLinearFunction.apply(x, weight, bias, plan, e, layout)
+    if layout == "tokens":
+        return y.reshape(lead + (length, weight.shape[0]))
+    return y
