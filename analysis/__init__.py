@@ -11,13 +11,16 @@ The package builds on :mod:`lbpcore` (which never imports it):
 * :mod:`analysis.capture` – what chosen layers of a PyTorch model see in one
   training step, recorded with hooks, saved to and read from one ``.npz`` file
   (PyTorch is imported only to record);
+* :mod:`analysis.finetune` – fine-tuning the ViT with LBP-WHT and its
+  baselines on real digits (``lbp finetune``): does it train as well as full
+  backpropagation, at what backward cost?
 * :mod:`analysis.bench` – timings of the dense and LBP-WHT backward passes;
 * :mod:`analysis.plots` – headless matplotlib figures, with the names and
   styles of :mod:`analysis.labels`;
 * :mod:`analysis.report` and :mod:`analysis.cli` – ``lbp report`` (on the
   built-in workload or on a capture) and the other ``lbp`` subcommands;
-* :mod:`analysis.io` and :mod:`analysis.progress` – atomic files, JSON,
-  tables, checked array input, progress bars;
+* :mod:`analysis.io`, :mod:`analysis.progress` and :mod:`analysis.threads` –
+  atomic files, JSON, tables, checked array input, progress bars, BLAS threads;
 * :mod:`analysis.sources`, :mod:`analysis.shards`, :mod:`analysis.stream` and
   :mod:`analysis.budget` – data larger than memory: shards and Zarr stores
   read and written chunk by chunk, reductions over chunks with Dask.

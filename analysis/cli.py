@@ -1,4 +1,4 @@
-"""The ``lbp`` command line: spectra, gradient errors, benchmarks and the report.
+"""The ``lbp`` command line: spectra, gradient errors, benchmarks, fine-tuning and the report.
 
 Subcommands (``lbp COMMAND --help`` for the options)::
 
@@ -10,6 +10,7 @@ Subcommands (``lbp COMMAND --help`` for the options)::
                  [--layout tokens|nchw] [--pad MODE] [--baselines LIST]
                  [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp bench    [--quick] [--json FILE] [--device cpu|gpu]
+    lbp finetune [--quick] [--out DIR] [--seeds N] [--steps N] [--cache-dir DIR] [--quiet]
 
 ``FILE`` of ``spectrum`` and ``error`` may also be a directory or glob of
 ``.npy`` shards or a Zarr store (:func:`analysis.sources.open_source`); data
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import re
 import sys
@@ -61,6 +63,7 @@ from ._outdir import check_output_dir, check_output_file, path_option
 from .budget import parse_memory
 from .capture import load_capture
 from .errors import BASELINES, gradient_errors
+from .finetune import FinetuneConfig, build_finetune
 from .io import DataError, figure_bytes, json_text, text_table, to_jsonable, write_files
 from .plots import plot_energy_curves, plot_spectrum
 from .report import ReportConfig, build_report
@@ -237,7 +240,7 @@ def build_parser():
     Returns
     -------
     argparse.ArgumentParser
-        With subcommands ``report``, ``spectrum``, ``error`` and ``bench``;
+        With subcommands ``report``, ``spectrum``, ``error``, ``bench`` and ``finetune``;
         each sets ``args.func`` to the function that runs it.
 
     Examples
@@ -304,6 +307,24 @@ def build_parser():
                                    "(see analysis.bench).")
     bench.add_arguments(p)  # analysis.bench's own options, so that they cannot drift apart
     p.set_defaults(func=_cmd_bench, subparser=p)
+
+    positive = _integer_option(lambda v: check_int(v, "the value", minimum=1))
+    p = sub.add_parser("finetune", help="fine-tune a pretrained ViT with LBP-WHT and its baselines on real digits",
+                       description="Pretrain a small ViT on scikit-learn's digits 0-4 (cached), adapt it to the "
+                                   "digits 5-9 with full backpropagation, LBP-WHT at several ranks and the baselines "
+                                   "at the same cost, and write DIR/index.md, DIR/results.json and the figures "
+                                   "(see analysis.finetune).")
+    p.add_argument("--out", default="lbp-finetune", type=path_option, metavar="DIR",
+                   help="output directory (default ./lbp-finetune; files of yours in it are kept)")
+    p.add_argument("--quick", action="store_true",
+                   help="one seed, fewer methods and steps (a few minutes at most on 2 cores)")
+    p.add_argument("--seeds", type=positive, metavar="N", help="seeds per method (default 3; 1 with --quick)")
+    p.add_argument("--steps", type=positive, metavar="N",
+                   help="adaptation steps per run (default 200; 80 with --quick)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="cache of pretrained parameters (default $LBP_CACHE_DIR, else ~/.cache/lbpcore)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_cmd_finetune, subparser=p)
     return parser
 
 
@@ -434,6 +455,24 @@ def _cmd_report(args):
         args.subparser.error(f"--subset: {exc}")
     result = build_report(args.out, config=config, progress=not args.quiet)
     print(f"wrote {result.index}")
+    return 0
+
+
+def _cmd_finetune(args):
+    missing = [name for name, module in (("scikit-learn", "sklearn"), ("matplotlib", "matplotlib"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        print(f"{PROG}: error: lbp finetune needs {' and '.join(missing)}: pip install 'lbpcore[finetune]'",
+              file=sys.stderr)
+        return 1
+    config = FinetuneConfig.quick() if args.quick else FinetuneConfig.full()
+    if args.seeds is not None:
+        config = replace(config, seeds=args.seeds)
+    if args.steps is not None:
+        config = config.with_steps(args.steps)
+    result = build_finetune(args.out, config, cache_dir=args.cache_dir, progress=not args.quiet)
+    print(result.results["summary"]["headline"])
+    print(f"wrote {result.index} ({result.seconds:.0f} s)")
     return 0
 
 

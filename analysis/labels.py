@@ -2,8 +2,10 @@
 
 One table for the figures of :mod:`analysis.plots` and the text of
 :mod:`analysis.report`, keyed as the results are: the approximation methods of
-:class:`analysis.errors.ErrorReport` (``"lbp"`` and the baselines) and the
-selection policies of :func:`analysis.spectrum.energy_curves`.
+:class:`analysis.errors.ErrorReport` (``"lbp"`` and the baselines), the
+selection policies of :func:`analysis.spectrum.energy_curves`, and the
+training methods of :mod:`analysis.finetune` (``"dense"``, ``"budget"``,
+``"full_basis"``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 __all__ = ["METHOD_NAMES", "PLOT_LABELS", "PLOT_STYLES", "method_name", "plot_label", "plot_style"]
 
 #: Short names of the approximation methods, as the report's prose and tables write them.
-METHOD_NAMES = {"lbp": "LBP-WHT", "klt": "per-patch KLT", "dct": "DCT", "svd": "SVD", "random": "random"}
+METHOD_NAMES = {"lbp": "LBP-WHT", "klt": "per-patch KLT", "dct": "DCT", "svd": "SVD", "random": "random",
+                "dense": "full BP", "budget": "exact, top blocks only"}
 
 #: Legend labels of the selection policies and approximation methods in figures.
 PLOT_LABELS = {
@@ -25,6 +28,9 @@ PLOT_LABELS = {
     "dct": "DCT low-pass",
     "klt": "per-patch KLT",
     "svd": "truncated SVD",
+    "dense": "full backpropagation",
+    "budget": "exact, last block(s) + head",
+    "full_basis": "full Walsh basis (exact)",
 }
 
 #: ``(colour, marker, line style)`` of each policy or method in figures; a policy
@@ -40,6 +46,9 @@ PLOT_STYLES = {
     "klt": ("C2", "^", "--"),
     "svd": ("C4", "D", ":"),
     "random": ("C7", "x", ":"),
+    "dense": ("k", "*", "-"),
+    "budget": ("C3", "P", "-."),
+    "full_basis": ("C5", "D", ":"),
 }
 
 

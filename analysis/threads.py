@@ -1,4 +1,10 @@
-"""Thread limits of the BLAS library NumPy calls, for code that runs its own threads."""
+"""BLAS threads of the analysis workloads: one switch for ``lbp report``, ``lbp finetune`` and the streaming engine.
+
+The workloads of :mod:`analysis` are many small matrix products, for which BLAS
+threads cost more in wake-ups than they gain, badly so on a busy machine, and
+the streaming engine runs its own threads: :func:`blas_limit` caps BLAS for the
+duration of a run.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ def blas_limit(threads):
     ----------
     threads : int or None
         Threads each BLAS call may use; None changes nothing.  Needs
-        :mod:`threadpoolctl` (in the ``dask``, ``plot`` and ``bench``
-        extras); without it the block runs unchanged.
+        :mod:`threadpoolctl` (in the ``dask``, ``plot``, ``bench`` and
+        ``finetune`` extras); without it the block runs unchanged.
 
     Yields
     ------

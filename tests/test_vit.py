@@ -444,6 +444,51 @@ def test_resolve_lbp_selection():
         model.resolve_lbp({"all": "lp_l1:x"})
 
 
+def test_backward_fns_hook_replaces_a_layer_backward(tiny_batch):
+    images, labels = tiny_batch
+    model = perturbed_model(tiny_config())
+    _, cache = model.forward(images, labels)
+    exact = model.backward(cache)
+    seen = []
+
+    def exact_fn(grad_y, linear_cache, info):
+        seen.append(info.name)
+        return vit.linear_backward(grad_y, linear_cache)
+
+    hooked = model.backward(cache, backward_fns={"blocks.1.mlp.fc1": exact_fn, "head": exact_fn})
+    assert seen == ["head", "blocks.1.mlp.fc1"]
+    for name in model.params:
+        np.testing.assert_array_equal(hooked.grads[name], exact.grads[name], err_msg=name)
+
+    def zero_fn(grad_y, linear_cache, info):
+        return vit.linear_backward(np.zeros_like(grad_y), linear_cache)
+
+    zeroed = model.backward(cache, backward_fns={"blocks.1.mlp.fc2": zero_fn})
+    assert not np.any(zeroed.grads["blocks.1.mlp.fc2.weight"])
+    assert np.array_equal(zeroed.grads["head.weight"], exact.grads["head.weight"])
+    with pytest.raises(ValueError, match="both"):
+        model.backward(cache, lbp="blocks.1.mlp.fc1", patch=4, backward_fns={"blocks.1.mlp.fc1": exact_fn})
+    with pytest.raises(ValueError, match="not linear layers"):
+        model.backward(cache, backward_fns={"blocks.1.norm1": exact_fn})
+
+
+@pytest.mark.parametrize("stop_at", [0, 1, 2])
+def test_backward_stop_at_keeps_the_top_gradients(tiny_batch, stop_at):
+    images, labels = tiny_batch
+    model = perturbed_model(tiny_config())
+    _, cache = model.forward(images, labels)
+    exact = model.backward(cache)
+    top = model.backward(cache, stop_at=stop_at)
+    assert top.grad_images is None
+    expect = [k for k in model.params if k.startswith(("norm.", "head.")) or
+              any(k.startswith(f"blocks.{i}.") for i in range(stop_at, 2))]
+    assert list(top.grads) == expect
+    for name in expect:
+        np.testing.assert_array_equal(top.grads[name], exact.grads[name], err_msg=name)
+    with pytest.raises(ValueError, match="stop_at"):
+        model.backward(cache, stop_at=3)
+
+
 def test_config_and_params_validation():
     with pytest.raises(ValueError, match="patch_size"):
         ViTConfig(image_size=10, patch_size=4)

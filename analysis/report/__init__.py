@@ -1,8 +1,10 @@
 """``lbp report``: a model analysed layer by layer, written as a report directory.
 
-:func:`build_report` runs the built-in workload (:mod:`analysis.report.workload`)
+:func:`build_report` runs the built-in workload (:mod:`analysis.report.workload`,
+with the headline of a fine-tuning run from :mod:`analysis.report.finetune`)
 or measures the layers of a user's capture (:mod:`analysis.report.captured`;
-both share :mod:`analysis.report._layers`), computes the headline numbers (:mod:`analysis.report.summary`), renders the
+both share :mod:`analysis.report._layers`), computes the headline numbers
+(:mod:`analysis.report.summary`), renders the
 figures (:mod:`analysis.report.figures`) and the text
 (:mod:`analysis.report.markdown`), and only then writes ``index.md``,
 ``results.json`` and the ``fig_*.png`` files, all at once

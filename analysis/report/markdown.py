@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..io import markdown_table
 from ..labels import method_name
 from .figures import FIGURES
+from .finetune import finetune_section
 from .summary import EXACT
 
 __all__ = ["render_markdown"]
@@ -327,7 +328,9 @@ def _notes(r):
     else:
         first = ("* The model is untrained: its gradients are those of a randomly initialised network on real "
                  "pictures; a trained network's spectra may differ. The numbers measure the approximation of the "
-                 "gradient of one batch, not the effect on training.")
+                 "gradient of one batch, not the effect on training"
+                 + ("; the fine-tuning section measures that, on a separate, pretrained model." if "finetune" in r
+                    else "."))
         command = "lbp report --out DIR"
     return [
         "## Notes",
@@ -355,8 +358,9 @@ def render_markdown(results, figures=None):
     Returns
     -------
     str
-        Markdown: summary, set-up, tables per layer, end-to-end errors,
-        FLOPs, figures and notes; every number comes from ``results``.
+        Markdown: summary, the fine-tuning headline, set-up, tables per layer,
+        end-to-end errors, FLOPs, figures and notes; every number comes from
+        ``results``.
 
     Examples
     --------
@@ -365,6 +369,8 @@ def render_markdown(results, figures=None):
     >>> text.splitlines()[0]
     '# LBP-WHT report: a small ViT on real images'
     """
-    sections = (_title(results), _summary(results), _setup(results), _per_layer(results), _end_to_end(results),
-                _flops(results), _figures(results, FIGURES if figures is None else figures), _notes(results))
+    finetune = finetune_section(results["finetune"]) if "finetune" in results else []
+    sections = (_title(results), _summary(results), finetune, _setup(results), _per_layer(results),
+                _end_to_end(results), _flops(results), _figures(results, FIGURES if figures is None else figures),
+                _notes(results))
     return "\n".join(line for section in sections for line in section)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import lbpcore
 
+from ..finetune import FinetuneConfig
 from ..images import image_batch
 from ..threads import blas_limit
 from ..vit import TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
@@ -31,6 +32,7 @@ from ._layers import (
     setting,
     typical_results,
 )
+from .finetune import finetune_headline
 
 __all__ = ["ReportConfig", "ReportResult", "run_workload"]
 
@@ -73,6 +75,13 @@ class ReportConfig:
         alone.  Needs :mod:`threadpoolctl` (ignored without it).
     quick : bool
         Whether this is the reduced configuration of :meth:`quick_config`.
+    finetune : bool
+        Run the headline fine-tuning experiment
+        (:meth:`analysis.finetune.FinetuneConfig.headline`, about a minute;
+        default True, False in :meth:`quick_config`).
+    finetune_cache : str or None
+        Its pretraining cache (default None:
+        :func:`analysis.finetune.default_cache_dir`).
 
     Examples
     --------
@@ -100,6 +109,8 @@ class ReportConfig:
     seed: int = 0
     blas_threads: int | None = 1
     quick: bool = False
+    finetune: bool = True
+    finetune_cache: str | None = None
 
     @classmethod
     def quick_config(cls, **changes):
@@ -114,7 +125,7 @@ class ReportConfig:
         -------
         ReportConfig
             4 crops of 32 x 32 pixels (an 8 x 8 token grid, one patch), width 32,
-            depth 2, rank sweep over ``k`` in (1, 3, 6, 10, 15).
+            depth 2, rank sweep over ``k`` in (1, 3, 6, 10, 15), no fine-tuning.
 
         Examples
         --------
@@ -123,7 +134,7 @@ class ReportConfig:
         2
         """
         base = cls(batch=4, image_size=32, vit={"patch_size": 4, "dim": 32, "depth": 2, "heads": 2},
-                   sweep_ks=(1, 3, 6, 10, 15), quick=True)
+                   sweep_ks=(1, 3, 6, 10, 15), quick=True, finetune=False)
         return replace(base, **changes)
 
     def to_dict(self) -> dict:
@@ -291,7 +302,9 @@ def run_workload(config=None, *, progress=True):
         ``energy_curves``, ``rank_sweep``, ``end_to_end`` (the full
         :class:`analysis.vit.FidelityReport` of each subset), ``flops``,
         ``summary`` (the headline numbers of
-        :func:`analysis.report.summary.summarize`) and ``timing``.
+        :func:`analysis.report.summary.summarize`), ``finetune`` (the headline of
+        a fine-tuning run, :func:`analysis.report.finetune.finetune_headline`)
+        and ``timing``.
 
     Examples
     --------
@@ -323,4 +336,9 @@ def run_workload(config=None, *, progress=True):
                        for k, sel, desc in cfg.subsets},
         "flops": _flops(measured.e2e, first, layer_rows),
     }
+    t = time.perf_counter()
+    with blas_limit(cfg.blas_threads):
+        results["finetune"] = finetune_headline(FinetuneConfig.headline() if cfg.finetune else None,
+                                                cache_dir=cfg.finetune_cache, progress=progress)
+    measured.timing["finetune"] = time.perf_counter() - t
     return finish(results, measured.timing, t_start)

@@ -106,8 +106,10 @@ class BackwardResult:
     Attributes
     ----------
     grads : dict of str to ndarray
-        Gradient of every parameter, keyed (and shaped) like :attr:`TinyViT.params`.
-    grad_images : ndarray, shape (B, in_chans, image_size, image_size)
+        Gradient of every parameter, keyed (and shaped) like :attr:`TinyViT.params`;
+        with ``stop_at``, only of the parameters the backward pass reached.
+    grad_images : ndarray of shape (B, in_chans, image_size, image_size), or None
+        None when the backward pass stopped early (``stop_at``).
     lbp : dict of str to LBPSetting
         Layers that used LBP-WHT.
     captured : dict of str to LayerIO or None
@@ -122,10 +124,13 @@ class BackwardResult:
     >>> res = model.backward(model.forward(images, labels)[1], lbp="all", patch=4, bases="lp_l1:3")
     >>> list(res.grads) == list(model.params), res.grad_images.shape, len(res.lbp)
     (True, (2, 3, 16, 16), 5)
+    >>> top = model.backward(model.forward(images, labels)[1], stop_at=1)  # the head and final norm only
+    >>> sorted({TinyViT.layer_of(k) for k in top.grads}), top.grad_images
+    (['head', 'norm'], None)
     """
 
     grads: dict
-    grad_images: np.ndarray = field(repr=False)
+    grad_images: np.ndarray | None = field(repr=False)
     lbp: dict
     captured: dict | None = field(default=None, repr=False)
 
@@ -401,7 +406,7 @@ class TinyViT:
         return LBPSetting(value, patch, pad)
 
     def backward(self, cache, *, lbp=None, patch=8, bases="lp_l1:6", pad="reflect", capture=False,
-                 grad_loss=1.0, grad_logits=None):
+                 grad_loss=1.0, grad_logits=None, backward_fns=None, stop_at=None):
         """Manual backward pass, with LBP-WHT on a chosen subset of linear layers.
 
         Parameters
@@ -420,6 +425,20 @@ class TinyViT:
         grad_logits : ndarray, shape (B, num_classes), optional
             Start from this gradient of the logits instead of the loss (needed
             when the forward pass had no labels).
+        backward_fns : mapping of str to callable, optional
+            Per linear layer (exact names, the head included), a function
+            ``fn(grad_y, cache, info) -> (grad_x, grad_weight, grad_bias)``
+            used instead of the exact or LBP-WHT backward; ``cache`` is the
+            layer's :class:`LinearCache` and ``info`` its
+            :class:`LinearLayerInfo`.  This is the hook for other approximate
+            backward passes (a projection onto any per-patch subspace, say).
+            A layer may not be both here and in ``lbp``.
+        stop_at : int, optional
+            Stop at the input of block ``stop_at`` (``0 <= stop_at <= depth``):
+            the parameters below it (earlier blocks, position embedding, class
+            token, patch embedding) get no gradient and ``grad_images`` is None,
+            as when only the last ``depth - stop_at`` blocks and the head are
+            trained.  Default None: the whole network.
 
         Returns
         -------
@@ -427,6 +446,15 @@ class TinyViT:
         """
         cfg, p, caches = self.config, self.params, cache.ops
         settings = self.resolve_lbp(lbp, patch=patch, bases=bases, pad=pad)
+        backward_fns = dict(backward_fns or {})
+        unknown = sorted(set(backward_fns) - set(self.layers))
+        if unknown:
+            raise ValueError(f"backward_fns: {unknown} are not linear layers; layers are {list(self.layers)}")
+        both = sorted(set(backward_fns) & set(settings))
+        if both:
+            raise ValueError(f"layers {both} are both in lbp and in backward_fns")
+        if stop_at is not None and not (isinstance(stop_at, (int, np.integer)) and 0 <= stop_at <= cfg.depth):
+            raise ValueError(f"stop_at must be an integer between 0 and depth={cfg.depth}, got {stop_at!r}")
         grads = {}
         captured = {} if capture else None
 
@@ -435,6 +463,9 @@ class TinyViT:
             info = self.layers[name]
             if captured is not None:
                 captured[name] = LayerIO(name, linear_cache.x, linear_cache.weight, grad, info.grid, info.extra_tokens)
+            if name in backward_fns:
+                gx, grads[name + ".weight"], grads[name + ".bias"] = backward_fns[name](grad, linear_cache, info)
+                return gx
             gx, grads[name + ".weight"], grads[name + ".bias"] = linear_backward(
                 grad, linear_cache, lbp=settings.get(name), grid=info.grid, extra_tokens=info.extra_tokens
             )
@@ -456,7 +487,8 @@ class TinyViT:
         g = linear_grad("head", g, caches["head"])
         g = ops.mean_pool_backward(g, caches["pool"])
         g = norm_grad("norm", g)
-        for i in reversed(range(cfg.depth)):
+        first = 0 if stop_at is None else int(stop_at)
+        for i in reversed(range(first, cfg.depth)):
             b = f"blocks.{i}."
             g, gh = ops.residual_backward(g)
             gh = linear_grad(b + "mlp.fc2", gh, caches[b + "mlp.fc2"])
@@ -468,14 +500,16 @@ class TinyViT:
             gh = attention_backward(gh, caches[b + "attn.core"])
             gh = linear_grad(b + "attn.qkv", gh, caches[b + "attn.qkv"])
             g = g + norm_grad(b + "norm1", gh)
-        g, grads["pos_embed"] = ops.pos_embed_backward(g)
-        if cfg.class_token:
-            g, grads["cls_token"] = ops.cls_token_backward(g)
-        embed = caches["patch_embed"]  # patch_embed_backward, with the linear layer's capture
-        g_img = patchify_backward(linear_grad("patch_embed", g, embed.linear), embed.patchify)
-        grads = {k: grads[k] for k in p}  # parameter order
+        g_img = None
+        if stop_at is None:
+            g, grads["pos_embed"] = ops.pos_embed_backward(g)
+            if cfg.class_token:
+                g, grads["cls_token"] = ops.cls_token_backward(g)
+            embed = caches["patch_embed"]  # patch_embed_backward, with the linear layer's capture
+            g_img = patchify_backward(linear_grad("patch_embed", g, embed.linear), embed.patchify)
+        grads = {k: grads[k] for k in p if k in grads}  # parameter order
         if captured is not None:
-            captured = {n: captured[n] for n in self.layers}
+            captured = {n: captured[n] for n in self.layers if n in captured}
         return BackwardResult(grads, g_img, settings, captured)
 
     def loss_and_grads(self, images, labels, **backward_kwargs):

@@ -1,0 +1,112 @@
+"""``lbp finetune``: run the experiment and write its directory, all files at once.
+
+:func:`build_finetune` runs :func:`~analysis.finetune.run_finetune`, adds the
+:func:`~analysis.finetune.summarize` numbers to the results, renders the
+figures and ``index.md`` in memory, and only then writes ``index.md``,
+``results.json`` and the ``fig_*.png`` files with
+:func:`analysis.io.write_files` (all at once: a failed or interrupted run leaves
+the old output as it was).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._outdir import check_output_dir
+from ..io import json_text, write_files
+from .experiment import FinetuneConfig, run_finetune
+from .figures import render_figures
+from .markdown import render_markdown
+from .summary import summarize
+
+__all__ = ["FinetuneResult", "build_finetune"]
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`build_finetune` wrote.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The directory.
+    index : pathlib.Path
+        ``out / "index.md"``.
+    files : list of pathlib.Path
+        Every file written.
+    results : dict
+        The content of ``results.json`` (with its ``summary``).
+    seconds : float
+        Wall time of the whole run.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from analysis.finetune import FinetuneResult
+    >>> FinetuneResult(Path("o"), Path("o/index.md"), [], {}, 1.0).index.name
+    'index.md'
+    """
+
+    out: Path
+    index: Path
+    files: list
+    results: dict = field(repr=False)
+    seconds: float
+
+
+def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=True) -> FinetuneResult:
+    """Run the fine-tuning experiment and write ``index.md``, ``results.json`` and the figures.
+
+    Parameters
+    ----------
+    out : str or os.PathLike, optional
+        Output directory (created if missing); default ``"lbp-finetune"``.
+    config : FinetuneConfig, optional
+        Default :meth:`FinetuneConfig.full`.
+    cache_dir : str or os.PathLike, optional
+        Pretraining cache (default :func:`~analysis.finetune.default_cache_dir`).
+    progress : bool, optional
+        Progress bars on stderr (default True).
+
+    Returns
+    -------
+    FinetuneResult
+
+    Raises
+    ------
+    OSError
+        If ``out`` cannot receive the output set (not a directory, not
+        writable...; checked before the run, see
+        :func:`analysis.io.write_files`), or the files cannot be written: the
+        old content of ``out`` is then left as it was.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from dataclasses import replace
+    >>> from analysis.finetune import FinetuneConfig, TrainConfig, build_finetune
+    >>> from analysis.vit import ViTConfig
+    >>> cfg = replace(FinetuneConfig.quick(), methods=("dense", "lp_l1:2"),
+    ...               model=ViTConfig(image_size=8, patch_size=1, in_chans=1, dim=8, depth=1, heads=2, num_classes=5),
+    ...               pretrain=TrainConfig(steps=2), adapt=TrainConfig(steps=2, eval_every=1, check_every=1))
+    >>> res = build_finetune(tempfile.mkdtemp(), cfg, cache_dir=tempfile.mkdtemp(), progress=False)
+    >>> sorted(p.name for p in res.files)
+    ['fig_grad_error.png', 'fig_loss.png', 'fig_pareto.png', 'index.md', 'results.json']
+    >>> [m["name"] for m in json.loads((res.out / "results.json").read_text())["methods"]]
+    ['dense', 'lp_l1:2']
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    check_output_dir(out)  # fail before a long run, not after it
+    results = run_finetune(FinetuneConfig.full() if config is None else config, cache_dir=cache_dir,
+                           progress=progress)
+    summary = summarize(results)
+    results["summary"] = summary
+    payload = dict(render_figures(results, summary))
+    payload["index.md"] = render_markdown(results, summary, figures=list(payload))
+    payload["results.json"] = json_text(results)
+    files = write_files(out, payload)
+    return FinetuneResult(out=out, index=out / "index.md", files=files, results=results,
+                          seconds=time.perf_counter() - t0)
