@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from array_api_compat import size
+from array_api_compat import is_cupy_array, size
 
-from ._backend import common_namespace
+from ._backend import common_namespace, device_of
 from ._bases import BasisSet, as_basis
 from ._patches import PatchPlan, make_plan, plan_for, project_raw, reconstruct_raw
 from ._validation import LAYOUTS, check_choice, check_grad_y, check_layer_input, check_weight, require_grid
@@ -96,10 +96,24 @@ def linear(x, weight, bias=None, *, layout="tokens"):
 
 
 def _bias_grad(xp, grad_y, bias, layout):
+    """``grad_y`` summed over everything but the channels (None without a bias).
+
+    CuPy sums the rows with a matrix-vector product against ones (cuBLAS): its
+    reduction along the leading axis takes about five times as long on the
+    ``(B*L, C)`` gradients of a transformer layer.
+    """
     if bias is None:
         return None
     if layout == "tokens":
-        return xp.sum(xp.reshape(grad_y, (math.prod(grad_y.shape[:-1]), grad_y.shape[-1])), axis=0)
+        g2 = xp.reshape(grad_y, (math.prod(grad_y.shape[:-1]), grad_y.shape[-1]))
+        if is_cupy_array(g2) and g2.shape[0]:
+            return xp.matmul(xp.ones(g2.shape[0], dtype=g2.dtype, device=device_of(g2)), g2)
+        return xp.sum(g2, axis=0)
+    if is_cupy_array(grad_y) and math.prod(grad_y.shape):
+        b, c, h, w = grad_y.shape
+        per_item = xp.matmul(xp.reshape(grad_y, (b, c, h * w)), xp.ones(h * w, dtype=grad_y.dtype,
+                                                                        device=device_of(grad_y)))
+        return xp.sum(per_item, axis=0)
     return xp.sum(grad_y, axis=(0, 2, 3))
 
 
