@@ -64,6 +64,7 @@ _REG_BUDGET = 128  # 4-byte registers for the per-thread arrays when choosing VE
 _REG_LIMIT = 192  # 4-byte registers for the per-thread arrays at VEC = 1 (beyond: spills)
 _PAD_CODES = {"reflect": 0, "zero": 1, "none": 2}
 
+
 def channel_vector(n: int, rank: int, dtype, max_bytes: int = DEFAULT_ACCESS_BYTES) -> int:
     """Largest number of channels per thread (``VEC``) for accesses of ``max_bytes`` and the register budget.
 
