@@ -247,7 +247,7 @@ def test_capture_records_what_each_layer_sees(torch, torch_single_thread):
     fc1 = model.blocks[0].mlp.fc1
     fc1.register_forward_hook(lambda m, a, y: seen.update(x=a[0].detach().clone(), y=y))
     cap = capmod.capture(model, lambda: loss_of(model, images, labels).backward(), ["blocks.0.mlp.*", "head"],
-                         grid=model.grid, extra_tokens=1)
+                         grid=model.grid_size, extra_tokens=1)
     assert list(cap) == ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2", "head"]
     np.testing.assert_array_equal(cap["blocks.0.mlp.fc1"].x, seen["x"].numpy())
     np.testing.assert_array_equal(cap["blocks.0.mlp.fc1"].weight, fc1.weight.detach().numpy())
@@ -294,7 +294,7 @@ def test_capture_to_report_end_to_end(torch, torch_single_thread, tmp_path, caps
 
     model, images, labels = make_vit(dtype=torch.float32)
     cap = capmod.capture(model, lambda: loss_of(model, images, labels).backward(), "blocks.*.mlp.*",
-                         grid=model.grid, extra_tokens=1)
+                         grid=model.grid_size, extra_tokens=1)
     path = cap.save(tmp_path / "vit.npz")
     rc, stdout, err = _run(["report", "--capture", path, "--quick", "--quiet", "--out", tmp_path / "r"], capsys)
     assert rc == 0, err

@@ -63,7 +63,8 @@ def agg(monkeypatch, tmp_path):
 
 def _needs_torch(modname) -> bool:
     """Modules that import PyTorch (an optional dependency) or whose examples do: skipped without it."""
-    return modname in ("lbpcore.torch", "analysis.capture") or modname.startswith("lbpcore.torch.")
+    return (modname in ("lbpcore.torch", "analysis.capture", "analysis.torch_models")
+            or modname.startswith(("lbpcore.torch.", "analysis.torch_models.")))
 
 
 def _torch_installed() -> bool:
@@ -117,6 +118,8 @@ def _public_names():
         if not modname.startswith("analysis."):
             continue
         if any(part.startswith("_") for part in modname.split(".")[1:]):
+            continue
+        if _needs_torch(modname) and not _torch_installed():
             continue
         module = importlib.import_module(modname)
         add(modname, getattr(module, "__all__", ()))

@@ -86,11 +86,11 @@ def test_layer_errors_name_the_layer():
 
 def test_convert_matches_patterns_and_reverts():
     model, images, labels = make_vit()
-    names = convert(model, MLP, grid=model.grid, extra_tokens=1)
+    names = convert(model, MLP, grid=model.grid_size, extra_tokens=1)
     assert names == ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2"]
     assert all(type(model.get_submodule(n)) is LBPLinear for n in names)
     assert type(model.blocks[0].attn.qkv) is nn.Linear
-    assert convert(model, [MLP, "blocks.0.attn.*"], grid=model.grid, extra_tokens=1) == [
+    assert convert(model, [MLP, "blocks.0.attn.*"], grid=model.grid_size, extra_tokens=1) == [
         "blocks.0.attn.qkv", "blocks.0.attn.proj"]  # converted layers are left as they are
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert revert(model) == ["blocks.0.attn.qkv", "blocks.0.attn.proj"] + names
@@ -124,16 +124,18 @@ def test_multihead_attention_out_proj_is_not_a_layer():
 def test_convert_patterns_that_match_nothing(include, match):
     model, _, _ = make_vit()
     with pytest.raises(ValueError, match=match):
-        convert(model, include, grid=model.grid, extra_tokens=1)
+        convert(model, include, grid=model.grid_size, extra_tokens=1)
     assert not any(isinstance(m, LBPLinear) for m in model.modules())
 
 
 def test_convert_checks_the_setting_before_replacing():
     model, _, _ = make_vit()
     with pytest.raises(ValueError, match="power of two"):
-        convert(model, MLP, grid=model.grid, patch=6)
-    with pytest.raises(ValueError, match="grid=.* is required"):
-        convert(model, MLP, grid=None)
+        convert(model, MLP, grid=model.grid_size, patch=6)
+    with pytest.raises(ValueError, match=r"grid: no pattern matches layer 'blocks.0.mlp.fc2'"):
+        convert(model, MLP, grid={"*.fc1": (8, 8)})
+    with pytest.raises(ValueError, match=r"extra_tokens\['\*'\] must be >= 0"):
+        convert(model, MLP, extra_tokens={"*": -1})
     assert not any(isinstance(m, LBPLinear) for m in model.modules())
 
 
@@ -152,14 +154,14 @@ def test_converted_vit_training_step_equals_lbp_backward_on_captured_tensors():
     """convert the MLP layers, take one step: each converted layer's gradients are lbp_backward of what it saw."""
     model, images, labels = make_vit()
     dense_model = copy.deepcopy(model)
-    convert(model, MLP, grid=model.grid, extra_tokens=1)
+    convert(model, MLP, grid=model.grid_size, extra_tokens=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     opt.zero_grad()
-    cap = capture(model, lambda: loss_of(model, images, labels).backward(), "*", grid=model.grid, extra_tokens=1)
+    cap = capture(model, lambda: loss_of(model, images, labels).backward(), "*", grid=model.grid_size, extra_tokens=1)
     assert torch.equal(model(images), dense_model(images))  # the forward pass is exact
     for name in match_layers(model, MLP):
         layer, seen = model.get_submodule(name), cap[name]
-        want = lbpcore.lbp_backward(seen.x, seen.weight, seen.grad_y, grid=model.grid, extra_tokens=1,
+        want = lbpcore.lbp_backward(seen.x, seen.weight, seen.grad_y, grid=model.grid_size, extra_tokens=1,
                                     bias=layer.bias.detach().numpy())
         lt.assert_close(layer.weight.grad.numpy(), want.grad_weight)
         lt.assert_close(layer.bias.grad.numpy(), want.grad_bias)
@@ -204,8 +206,8 @@ def test_converted_vit_saves_the_projected_activations():
         return sum(out)
 
     sizes["dense"] = saved(fc1)
-    convert(model, "blocks.0.mlp.fc1", grid=model.grid, extra_tokens=1)
+    convert(model, "blocks.0.mlp.fc1", grid=model.grid_size, extra_tokens=1)
     sizes["lbp"] = saved(model.blocks[0].mlp.fc1)
-    plan = lbpcore.make_plan(model.grid, 8, "lp_l1:6")
+    plan = lbpcore.make_plan(model.grid_size, 8, "lp_l1:6")
     assert sizes["dense"] == 4 * 65 * 16 * 4
     assert sizes["lbp"] / sizes["dense"] == (plan.num_patches * plan.rank + 1) / 65
