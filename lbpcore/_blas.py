@@ -11,6 +11,8 @@ releases the GIL inside BLAS).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import os
 import threading
@@ -19,7 +21,7 @@ from functools import cache
 
 import numpy as np
 
-__all__ = ["MNK_SINGLE", "matmul", "parallel", "parallel_dynamic"]
+__all__ = ["MNK_SINGLE", "matmul", "parallel", "parallel_dynamic", "worker_limit"]
 
 #: Largest ``m * n * k`` (exclusive) that OpenBLAS computes on the calling thread.
 MNK_SINGLE = 1 << 19
@@ -78,6 +80,30 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="lbpcore")
 
 
+_LIMIT = contextvars.ContextVar("lbpcore_worker_limit", default=None)
+
+
+def _threads() -> int:
+    """Threads the kernels may use now: the CPUs, or fewer inside :func:`worker_limit`."""
+    limit = _LIMIT.get()
+    return _workers() if limit is None else max(1, min(_workers(), limit))
+
+
+@contextlib.contextmanager
+def worker_limit(n: int):
+    """Use at most ``n`` threads (the caller's included) for the kernels run inside the block.
+
+    The PyTorch bridge runs lbpcore's kernels with as many threads as PyTorch's
+    intra-op pool has (:func:`torch.get_num_threads`), so that the two pools
+    never hold more threads busy than the user allowed.
+    """
+    token = _LIMIT.set(int(n))
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
+
+
 def parallel(work, count: int, nbytes: int, min_bytes: int) -> None:
     """Run ``work(start, stop)`` over ``range(count)``, split over the CPUs for large inputs.
 
@@ -94,10 +120,10 @@ def parallel(work, count: int, nbytes: int, min_bytes: int) -> None:
     min_bytes : int
         Smallest ``nbytes`` worth the threads.
     """
-    if count < 2 or nbytes < min_bytes or _workers() < 2:
+    if count < 2 or nbytes < min_bytes or _threads() < 2:
         work(0, count)
         return
-    k = min(_workers(), count)
+    k = min(_threads(), count)
     bounds = [count * t // k for t in range(k + 1)]
     futures = [_pool().submit(work, bounds[t], bounds[t + 1]) for t in range(1, k)]
     work(bounds[0], bounds[1])
@@ -122,7 +148,7 @@ def parallel_dynamic(work, count: int, nbytes: int, min_bytes: int) -> None:
     a static split the call then lasts as long as the slowest thread's share,
     while here the other threads take over the remaining items.
     """
-    if count < 2 or nbytes < min_bytes or _workers() < 2:
+    if count < 2 or nbytes < min_bytes or _threads() < 2:
         work(range(count))
         return
     counter = itertools.count()
@@ -136,7 +162,7 @@ def parallel_dynamic(work, count: int, nbytes: int, min_bytes: int) -> None:
                 return
             yield c
 
-    futures = [_pool().submit(work, items()) for _ in range(min(_workers(), count) - 1)]
+    futures = [_pool().submit(work, items()) for _ in range(min(_threads(), count) - 1)]
     work(items())
     for f in futures:
         f.result()

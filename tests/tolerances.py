@@ -40,3 +40,29 @@ def assert_allclose_dtype(actual, desired, dtype=None, scale=None, err_msg=""):
         scale = max(1.0, float(np.max(np.abs(desired)))) if desired.size else 1.0
     rtol, atol = tol(dtype, scale)
     np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+#: float64 unit roundoff.
+U64 = float(np.finfo(np.float64).eps) / 2
+
+#: Allowance for the growth of a relative perturbation of ``grad_x`` on its way
+#: back through the layers between two converted ones (layer norms, softmax,
+#: batch norms, GELU of randomly initialized replicas): each is a Jacobian of
+#: norm ~1/sigma of its input, about 1-10 at initialization; 100 bounds their
+#: product over the few layers between two linear layers with margin.
+KAPPA_BACKPROP = 100.0
+
+
+def backprop_rtol(layers: int, inner: int, patch: int = 8) -> float:
+    """Normwise relative tolerance of a parameter gradient when ``layers`` linear layers use the full basis.
+
+    Full-basis LBP-WHT computes the dense products in another order: per layer,
+    ``grad_weight`` sums ``inner`` products (``B * L`` rows, at most the padded
+    grid's) and ``grad_x`` ``C_out`` of them, each after a projection and before a
+    reconstruction summing ``patch**2`` terms (exact powers of two as scales).
+    The classical bound ``gamma_k ~ k u`` for a sum of ``k`` products gives a
+    normwise relative error of at most ``(inner + 2 patch**2) u`` per layer;
+    the errors of the layers add along the backward chain, each grown by at
+    most :data:`KAPPA_BACKPROP` on its way through the operations in between.
+    """
+    return KAPPA_BACKPROP * layers * (inner + 2 * patch**2) * U64

@@ -12,6 +12,13 @@
 Tensors that are not contiguous (a sliced or transposed activation, the
 expanded gradient of ``y.sum()``) are copied once into a contiguous tensor
 (:meth:`torch.Tensor.contiguous`) first; contiguous ones are never copied.
+
+On the CPU, NCHW maps go through the channels-last (tokens) kernels: maps in
+``torch.channels_last`` memory are read in place, others are copied once into
+that order, and ``grad_x`` comes back in it (a ``channels_last`` tensor of the
+NCHW shape).  lbpcore's kernel threads are limited to PyTorch's intra-op thread
+count (:func:`torch.get_num_threads`), and none of their BLAS calls is large
+enough to wake OpenBLAS's own threads: one pool's worth of threads at a time.
 """
 
 from __future__ import annotations
@@ -19,10 +26,15 @@ from __future__ import annotations
 import contextlib
 from functools import cache
 
+import numpy as np
 import torch
 from array_api_compat import array_namespace
 
-__all__ = ["ENGINES", "as_array", "as_tensor", "engine", "kernel_stream", "namespace"]
+from .._blas import worker_limit
+from .._linear import _grad_x, _saved_coefficients
+from .._patches import PatchPlan
+
+__all__ = ["ENGINES", "as_array", "as_tensor", "coefficients", "engine", "grid_values", "kernel_stream", "namespace"]
 
 #: What runs lbpcore's kernels for a tensor: NumPy (CPU), CuPy (CUDA) or torch itself.
 ENGINES = ("numpy", "cupy", "torch")
@@ -105,3 +117,33 @@ def kernel_stream(t: torch.Tensor, kind: str):
     stream = torch.cuda.current_stream(t.device)
     with cp.cuda.Device(t.device.index), cp.cuda.ExternalStream(stream.cuda_stream, t.device.index):
         yield
+
+
+def coefficients(t: torch.Tensor, plan: PatchPlan, e: int, layout: str) -> torch.Tensor:
+    """``(B, e + M, C)``: the extra tokens of ``t``, then its patch coefficients divided by ``n``.
+
+    ``t`` is ``(B, e + h*w, C)`` tokens or ``(B, C, h, w)`` maps; the rows are in
+    the kernels' own order (see :func:`lbpcore._linear._saved_coefficients`).
+    """
+    kind = engine(t)
+    if kind == "numpy" and layout == "nchw":
+        b, c, h, w = t.shape
+        t, layout = t.permute(0, 2, 3, 1).reshape(b, h * w, c), "tokens"  # a view of channels_last maps
+    with kernel_stream(t, kind), worker_limit(torch.get_num_threads()):
+        a = as_array(t, kind)
+        return as_tensor(_saved_coefficients(namespace(a), a, plan, e, layout))
+
+
+def grid_values(coef: torch.Tensor, plan: PatchPlan, e: int, layout: str, shape: tuple) -> torch.Tensor:
+    """Inverse of :func:`coefficients` up to ``n**2`` and the crop: the tensor of ``shape`` they describe.
+
+    Maps on the CPU come back in ``torch.channels_last`` memory.
+    """
+    kind = engine(coef)
+    with kernel_stream(coef, kind), worker_limit(torch.get_num_threads()):
+        a = as_array(coef, kind)
+        if kind == "numpy" and layout == "nchw":
+            b, c, h, w = shape
+            g = torch.from_numpy(_grad_x(np, a, plan, 0, "tokens"))
+            return g.view(b, h, w, c).permute(0, 3, 1, 2)
+        return as_tensor(_grad_x(namespace(a), a, plan, e, layout))

@@ -6,6 +6,7 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from .._grids import check_extra_spec, check_grid_spec, for_layer
 from ._modules import LBPConv2d, LBPLinear, is_pointwise_conv
 
 __all__ = ["convert", "linear_layers", "match_layers", "revert"]
@@ -103,14 +104,17 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-def convert(model, include, *, grid, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0):
+def convert(model, include, *, grid="auto", patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0):
     """Replace, in place, the linear layers of ``model`` that ``include`` selects by LBP-WHT layers.
 
-    ``nn.Linear`` layers become :class:`LBPLinear` (tokens on ``grid``) and 1x1
-    ``nn.Conv2d`` layers :class:`LBPConv2d` (the grid is each map's
-    ``(H, W)``).  The new layers share the parameters of the old ones (an
-    optimizer built before or after keeps working), so the ``state_dict`` is
-    unchanged; :func:`revert` puts the old layers back.
+    ``nn.Linear`` layers become :class:`LBPLinear` (tokens or channels-last
+    maps on their grid) and 1x1 ``nn.Conv2d`` layers :class:`LBPConv2d` (the
+    grid is each map's ``(H, W)``).  Every layer may have its own grid and
+    extra tokens: a model whose layers live at several resolutions and layouts
+    (windowed attention next to channels-last MLPs, NCHW stages next to token
+    blocks) converts with ``grid="auto"``.  The new layers share the parameters
+    of the old ones (an optimizer built before or after keeps working), so the
+    ``state_dict`` is unchanged; :func:`revert` puts the old layers back.
 
     Parameters
     ----------
@@ -118,13 +122,24 @@ def convert(model, include, *, grid, patch=8, bases="lp_l1:6", pad="reflect", ex
     include : str or sequence of str
         Glob patterns on qualified names (see :func:`match_layers`), e.g.
         ``"blocks.*.mlp.*"``.
-    grid : (int, int) or None
-        Token grid ``(h, w)`` of the selected ``nn.Linear`` layers' inputs
-        ``(..., e + h*w, C_in)``; may be None if only 1x1 convolutions are
-        selected.
-    patch, bases, pad, extra_tokens
-        As for :func:`lbpcore.lbp_backward`; ``extra_tokens`` applies to the
-        ``nn.Linear`` layers.
+    grid : "auto", (int, int) or dict, optional
+        Token grid of the layers' inputs.  ``"auto"`` (default; None is the
+        same) takes each input's own: ``(H, W)`` of NCHW maps and of
+        channels-last maps ``(B, H, W, C)``, and the square grid of the
+        ``N - extra_tokens`` tokens of ``(B, N, C)`` inputs (anything else is a
+        ValueError at the first forward pass naming the layer and the shape).
+        A pair ``(h, w)`` fixes the grid of every ``nn.Linear`` layer (1x1
+        convolutions always take their maps' own ``(H, W)``, which a dict
+        entry can state and so check).  A dict maps glob
+        patterns on qualified names to ``"auto"`` or a pair; a layer takes the
+        value of the first pattern that matches it, and every converted layer
+        must match one (``"*"`` makes a default), e.g.
+        ``{"blocks.*.attn.*": (7, 7), "*": "auto"}``.
+    patch, bases, pad
+        As for :func:`lbpcore.lbp_backward`.
+    extra_tokens : int or dict, optional
+        Leading tokens before the grid of the ``nn.Linear`` layers' inputs (a
+        class token...), default 0; a dict of patterns as for ``grid``.
 
     Returns
     -------
@@ -135,9 +150,11 @@ def convert(model, include, *, grid, patch=8, bases="lp_l1:6", pad="reflect", ex
     Raises
     ------
     ValueError
-        If a pattern matches no linear layer, or the grid, patch, basis or
-        padding is invalid (before anything is replaced).  A token count that does
-        not fit the grid raises in the forward pass, naming the layer.
+        If a pattern matches no linear layer, a converted layer matches no
+        pattern of a ``grid`` or ``extra_tokens`` dict, or the grid, patch,
+        basis or padding is invalid (before anything is replaced).  An input
+        that does not fit its layer's grid raises in the forward pass, naming
+        the layer.
 
     Examples
     --------
@@ -153,11 +170,11 @@ def convert(model, include, *, grid, patch=8, bases="lp_l1:6", pad="reflect", ex
     >>> revert(model)
     ['0', '2']
     """
+    grid = check_grid_spec(grid)
+    extra_tokens = check_extra_spec(extra_tokens)
     names = match_layers(model, include)
     layers = linear_layers(model)
     todo = [n for n in names if not isinstance(layers[n], _LBP_TYPES)]
-    if todo and any(isinstance(layers[n], nn.Linear) for n in todo) and grid is None:
-        raise ValueError("grid=(h, w) is required to convert nn.Linear layers (their inputs are token grids)")
     made = {}  # one LBP-WHT layer per dense module, even where it has several names
     for name in todo:
         dense = layers[name]
@@ -166,7 +183,9 @@ def convert(model, include, *, grid, patch=8, bases="lp_l1:6", pad="reflect", ex
                 made[id(dense)] = LBPLinear.from_linear(dense, grid=grid, patch=patch, bases=bases, pad=pad,
                                                         extra_tokens=extra_tokens, name=name)
             else:
-                made[id(dense)] = LBPConv2d.from_conv(dense, patch=patch, bases=bases, pad=pad, name=name)
+                conv_grid = for_layer(grid, name, "grid") if isinstance(grid, dict) else "auto"
+                made[id(dense)] = LBPConv2d.from_conv(dense, grid=conv_grid, patch=patch, bases=bases, pad=pad,
+                                                      name=name)
     for name in todo:
         _set(model, name, made[id(layers[name])])
     return todo

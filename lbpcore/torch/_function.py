@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .._linear import _bias_grad, _coefficient_grads, _grad_x, _saved_coefficients
-from .._patches import PatchPlan, plan_for
-from .._validation import LAYOUTS, check_choice, check_layer_input, check_weight
-from ._bridge import as_array, as_tensor, engine, kernel_stream, namespace
+from .._grids import check_grid_spec, linear_grid, map_grid
+from .._patches import PatchPlan, make_plan
+from .._validation import LAYOUTS, check_choice, check_int, check_layer_input, check_weight
+from ._bridge import coefficients, grid_values
 
 __all__ = ["DTYPES", "check_tensors", "lbp_linear"]
 
@@ -46,7 +46,10 @@ class _LBPLinearFunction(torch.autograd.Function):
     Inputs: ``x`` ``(B, e + h*w, C_in)`` or ``(B, C_in, H, W)``, ``weight``
     ``(C_out, C_in)``, ``bias`` ``(C_out,)`` or None, then the plan, ``e`` and the
     layout.  Saves the coefficients of ``x`` (``(B, e + P r, C_in)``, only when
-    ``weight`` needs a gradient) and ``weight`` (only when ``x`` needs one).
+    ``weight`` needs a gradient) and ``weight`` (only when ``x`` needs one).  Both
+    backward products are PyTorch's own (:func:`torch.mm` on the coefficient
+    rows), the projections lbpcore's kernels (:func:`._bridge.coefficients`,
+    :func:`._bridge.grid_values`).
     """
 
     @staticmethod
@@ -56,41 +59,33 @@ class _LBPLinearFunction(torch.autograd.Function):
         else:
             y = F.conv2d(x, weight[:, :, None, None], bias)
         need_x, need_weight = ctx.needs_input_grad[:2]
-        xs = None
-        if need_weight:
-            kind = engine(x)
-            with kernel_stream(x, kind):
-                xa = as_array(x, kind)
-                xs = as_tensor(_saved_coefficients(namespace(xa), xa, plan, e, layout))
+        xs = coefficients(x, plan, e, layout) if need_weight else None
         ctx.save_for_backward(xs, weight if need_x else None)
-        ctx.setting = (plan, e, layout)
+        ctx.setting = (plan, e, layout, tuple(x.shape))
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
         xs, weight = ctx.saved_tensors
-        plan, e, layout = ctx.setting
+        plan, e, layout, x_shape = ctx.setting
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         gx = gw = gb = None
-        kind = engine(grad_y)
-        with kernel_stream(grad_y, kind):
-            gy = as_array(grad_y, kind)
-            xp = namespace(gy)
-            if need_x or need_weight:
-                gwa, gxs = _coefficient_grads(
-                    xp, None if xs is None else as_array(xs, kind), None if weight is None else as_array(weight, kind),
-                    gy, plan, e, layout, overwrite_xs=False, grad_x=need_x, grad_weight=need_weight)
-                if need_weight:
-                    gw = as_tensor(gwa)
-                if need_x:
-                    gx = as_tensor(_grad_x(xp, gxs, plan, e, layout))
-            if need_bias:
-                gb = as_tensor(_bias_grad(xp, gy, True, layout))
+        if need_x or need_weight:
+            gs = coefficients(grad_y, plan, e, layout)  # (B, e + M, C_out)
+            gs2 = gs.reshape(-1, gs.shape[-1])
+            if need_weight:
+                gw = torch.mm(gs2.t(), xs.reshape(-1, xs.shape[-1]))
+            if need_x:
+                gxs = torch.mm(gs2, weight).reshape(gs.shape[0], gs.shape[1], weight.shape[1])
+                del gs, gs2  # dead: freed before grad_x is allocated
+                gx = grid_values(gxs, plan, e, layout, x_shape)
+        if need_bias:
+            gb = grad_y.sum(dim=(0, 1) if layout == "tokens" else (0, 2, 3))
         return gx, gw, gb, None, None, None
 
 
-def lbp_linear(x, weight, bias=None, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0,
+def lbp_linear(x, weight, bias=None, *, grid="auto", patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0,
                layout="tokens"):
     """A linear layer (or 1x1 convolution) with the LBP-WHT backward, for PyTorch autograd.
 
@@ -105,14 +100,20 @@ def lbp_linear(x, weight, bias=None, *, grid=None, patch=8, bases="lp_l1:6", pad
 
     Parameters
     ----------
-    x : torch.Tensor, shape (..., e + h*w, C_in) or (B, C_in, H, W)
-        Tokens (``layout="tokens"``; leading dimensions are batch dimensions) or
-        feature maps (``layout="nchw"``).  float32 or float64; a tensor that is not
-        contiguous is copied once.
+    x : torch.Tensor, shape (..., e + h*w, C_in), (B, H, W, C_in) or (B, C_in, H, W)
+        Tokens or channels-last maps (``layout="tokens"``; leading dimensions
+        of tokens are batch dimensions), or NCHW feature maps
+        (``layout="nchw"``; ``torch.channels_last`` maps are read in place).
+        float32 or float64; a tensor whose memory is in neither order is copied
+        once.
     weight : torch.Tensor, shape (C_out, C_in)
     bias : torch.Tensor, shape (C_out,), optional
-    grid : (int, int), optional
-        Token grid ``(h, w)``; required for tokens, ``(H, W)`` by default for nchw.
+    grid : "auto" or (int, int), optional
+        Token grid ``(h, w)``.  ``"auto"`` (default; None is the same) takes it
+        from the shape of ``x``: ``(H, W)`` of maps, and for tokens
+        ``(B, N, C_in)`` the square grid of ``N - extra_tokens`` tokens (which
+        must be a perfect square).  A pair must fit: ``e + h*w`` tokens, or maps
+        of ``(h, w)``.
     patch, bases, pad, extra_tokens
         As for :func:`lbpcore.lbp_backward` (defaults ``8``, ``"lp_l1:6"``,
         ``"reflect"``, ``0``).
@@ -131,7 +132,8 @@ def lbp_linear(x, weight, bias=None, *, grid=None, patch=8, bases="lp_l1:6", pad
         the dtypes differ.
     ValueError
         On mismatched shapes or devices, a token count that is not
-        ``extra_tokens + h*w``, or a bad grid, patch, basis or padding.
+        ``extra_tokens + h*w`` (with ``"auto"``: not ``extra_tokens`` plus a
+        square), or a bad grid, patch, basis or padding.
 
     Notes
     -----
@@ -155,17 +157,24 @@ def lbp_linear(x, weight, bias=None, *, grid=None, patch=8, bases="lp_l1:6", pad
     """
     check_choice(layout, "layout", LAYOUTS)
     check_tensors(x, weight, bias, layout)
-    if layout == "tokens":
-        if x.dim() < 2:
-            raise ValueError(f"x must have shape (..., L, C_in) for layout='tokens', got {tuple(x.shape)}")
-        lead, (length, c_in) = tuple(x.shape[:-2]), tuple(x.shape[-2:])
-        x = x.reshape(-1, length, c_in)
-    plan, e = plan_for(tuple(x.shape), grid, patch, bases, pad, extra_tokens, layout)
+    grid = check_grid_spec(grid)
+    if isinstance(grid, dict):
+        raise ValueError("lbp_linear takes one grid ('auto' or (h, w)); pattern dicts are for convert and LBPLinear")
+    e = check_int(extra_tokens, "extra_tokens", minimum=0)
+    if layout == "nchw":
+        if e:
+            raise ValueError(f"extra_tokens must be 0 for layout='nchw', got {e}")
+        plan = make_plan(map_grid(x.shape, grid), patch, bases, pad)
+    else:
+        kind, g = linear_grid(x.shape, grid, e)
+        plan = make_plan(g, patch, bases, pad)
+        out_shape = tuple(x.shape[:-1]) + (weight.shape[0],)
+        x = x.reshape(-1, e + g[0] * g[1], x.shape[-1])
     tracked = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     if not tracked:
         y = F.linear(x, weight, bias) if layout == "tokens" else F.conv2d(x, weight[:, :, None, None], bias)
     else:
         y = _LBPLinearFunction.apply(x, weight, bias, plan, e, layout)
     if layout == "tokens":
-        return y.reshape(lead + (length, weight.shape[0]))
+        return y.reshape(out_shape)
     return y

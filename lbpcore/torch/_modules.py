@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._grids import AUTO, check_extra_spec, check_grid_spec, for_layer
 from .._patches import make_plan
 from .._validation import check_power_of_two
 from ._function import lbp_linear
@@ -27,8 +28,10 @@ class _LBPMixin:
 
     def _set_lbp(self, dense, *, grid, patch, bases, pad, extra_tokens, name):
         n = check_power_of_two(patch, "patch")
-        make_plan((n, n) if grid is None else grid, n, bases, pad)  # fail now, not in the first forward
-        self.grid = None if grid is None else (int(grid[0]), int(grid[1]))
+        grid = for_layer(check_grid_spec(grid), name, "grid")
+        extra_tokens = for_layer(check_extra_spec(extra_tokens), name, "extra_tokens")
+        make_plan((n, n) if grid == AUTO else grid, n, bases, pad)  # fail now, not in the first forward
+        self.grid = grid
         self.patch = patch
         self.bases = bases
         self.pad = pad
@@ -48,7 +51,7 @@ class _LBPMixin:
     def _lbp_repr(self):
         bases = self.bases if isinstance(self.bases, str) else getattr(self.bases, "spec", "explicit")
         extra = f", extra_tokens={self.extra_tokens}" if self.extra_tokens else ""
-        return f"grid={self.grid}, patch={self.patch}, bases={bases!r}, pad={self.pad!r}{extra}"
+        return f"grid={self.grid!r}, patch={self.patch}, bases={bases!r}, pad={self.pad!r}{extra}"
 
     def to_dense(self):
         """The dense layer this one was built from, holding this layer's current parameters.
@@ -95,10 +98,15 @@ class LBPLinear(_LBPMixin, nn.Linear):
     in_features, out_features : int
     bias : bool, optional
         Default True.
-    grid : (int, int)
-        Token grid ``(h, w)`` of the inputs, ``(..., e + h*w, in_features)``.
+    grid : "auto", (int, int) or dict, optional
+        Token grid ``(h, w)`` of the inputs, ``(..., e + h*w, in_features)`` or
+        channels-last maps ``(B, h, w, in_features)``; ``"auto"`` (default)
+        takes each input's own grid (see :func:`lbp_linear`); a dict of glob
+        patterns is resolved against the layer's name (see
+        :func:`~lbpcore.torch.convert`).
     patch, bases, pad, extra_tokens
-        As for :func:`lbpcore.lbp_backward`.
+        As for :func:`lbpcore.lbp_backward`; ``extra_tokens`` may be a dict of
+        patterns like ``grid``.
     device, dtype : optional
         As for ``nn.Linear``.
 
@@ -123,13 +131,13 @@ class LBPLinear(_LBPMixin, nn.Linear):
     True
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, grid, patch=8, bases="lp_l1:6", pad="reflect",
+    def __init__(self, in_features, out_features, bias=True, *, grid=AUTO, patch=8, bases="lp_l1:6", pad="reflect",
                  extra_tokens=0, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._set_lbp(None, grid=grid, patch=patch, bases=bases, pad=pad, extra_tokens=extra_tokens, name="")
 
     @classmethod
-    def from_linear(cls, linear, *, grid, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0, name=""):
+    def from_linear(cls, linear, *, grid=AUTO, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0, name=""):
         """An LBP-WHT layer sharing the parameters of ``linear``.
 
         Parameters
@@ -161,7 +169,7 @@ class LBPLinear(_LBPMixin, nn.Linear):
         return nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ weight.T + bias`` on tokens ``(..., e + h*w, in_features)``, LBP-WHT in the backward."""
+        """``x @ weight.T + bias`` on tokens or channels-last maps, LBP-WHT in the backward."""
         return self._lbp(x, self.weight, "tokens")
 
     def extra_repr(self) -> str:
@@ -181,8 +189,8 @@ class LBPConv2d(_LBPMixin, nn.Conv2d):
     in_channels, out_channels : int
     bias : bool, optional
         Default True.
-    grid : (int, int), optional
-        Expected ``(H, W)``; default: that of each input.
+    grid : "auto" or (int, int), optional
+        Expected ``(H, W)``; default ``"auto"``: that of each input.
     patch, bases, pad
         As for :func:`lbpcore.lbp_backward`.
     device, dtype : optional
@@ -199,13 +207,13 @@ class LBPConv2d(_LBPMixin, nn.Conv2d):
     True
     """
 
-    def __init__(self, in_channels, out_channels, bias=True, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect",
+    def __init__(self, in_channels, out_channels, bias=True, *, grid=AUTO, patch=8, bases="lp_l1:6", pad="reflect",
                  device=None, dtype=None):
         super().__init__(in_channels, out_channels, 1, bias=bias, device=device, dtype=dtype)
         self._set_lbp(None, grid=grid, patch=patch, bases=bases, pad=pad, extra_tokens=0, name="")
 
     @classmethod
-    def from_conv(cls, conv, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", name=""):
+    def from_conv(cls, conv, *, grid=AUTO, patch=8, bases="lp_l1:6", pad="reflect", name=""):
         """An LBP-WHT layer sharing the parameters of a 1x1 ``conv``.
 
         Parameters
