@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from lbpcore._grids import AUTO, check_extra_spec, check_grid_spec, for_layer, linear_grid
 from lbpcore._validation import check_grid, check_int
 
 from ._arrayfile import read_header
@@ -203,22 +204,40 @@ class Capture:
         return len(self.layers)
 
     def with_grid(self, grid=None, extra_tokens=None) -> Capture:
-        """The same capture on another token grid or extra-token count (None keeps the current one).
+        """The same capture on other token grids or extra-token counts (None keeps the current ones).
 
         Parameters
         ----------
-        grid : (int, int), optional
-        extra_tokens : int, optional
+        grid : "auto", (int, int) or dict, optional
+            For every tokens layer: a pair, ``"auto"`` (the square grid of its
+            ``L - extra_tokens`` tokens; a layer whose count is not a square is
+            left off the grid), or a dict of glob patterns on layer names to
+            either, as for :func:`lbpcore.torch.convert` (every tokens layer
+            must match a pattern).
+        extra_tokens : int or dict, optional
+            Likewise.
 
         Returns
         -------
         Capture
+
+        Raises
+        ------
+        ValueError
+            On a malformed setting, or a layer that no pattern of a dict matches.
         """
-        grid = self.grid if grid is None else check_grid(grid)
-        e = self.extra_tokens if extra_tokens is None else check_int(extra_tokens, "extra_tokens", minimum=0)
-        layers = {n: replace(lay, grid=grid, extra_tokens=e) if lay.layout == "tokens" else lay
-                  for n, lay in self.layers.items()}
-        return replace(self, layers=layers, grid=grid, extra_tokens=e)
+        gspec = None if grid is None else check_grid_spec(grid)
+        espec = None if extra_tokens is None else check_extra_spec(extra_tokens)
+        layers = {}
+        for n, lay in self.layers.items():
+            if lay.layout != "tokens":
+                layers[n] = lay
+                continue
+            e = lay.extra_tokens if espec is None else for_layer(espec, n, "extra_tokens")
+            g = lay.grid if gspec is None else _tokens_grid(lay.shapes["x"], for_layer(gspec, n, "grid"), e)
+            layers[n] = replace(lay, grid=g, extra_tokens=e)
+        return replace(self, layers=layers, grid=gspec if isinstance(gspec, tuple) else (None if gspec else self.grid),
+                       extra_tokens=espec if isinstance(espec, int) else (0 if espec else self.extra_tokens))
 
     def save(self, path) -> Path:
         """Write the capture to one ``.npz`` archive, one array at a time, atomically.
@@ -235,8 +254,10 @@ class Capture:
         Notes
         -----
         Members ``<layer>/x.npy``, ``<layer>/weight.npy``, ``<layer>/grad_y.npy``
-        (so :func:`numpy.load` keys ``<layer>/x``...), ``extra_tokens.npy`` and, if
-        known, ``grid.npy``.  Each array is streamed into the archive with
+        (so :func:`numpy.load` keys ``<layer>/x``...), the capture's
+        ``extra_tokens.npy`` and, if one grid serves all layers, ``grid.npy``,
+        and for each tokens layer with a grid and extra tokens of its own
+        ``<layer>/grid.npy`` and ``<layer>/extra_tokens.npy``.  Each array is streamed into the archive with
         :func:`numpy.lib.format.write_array` (no second copy in memory); the archive
         is written to a temporary file and renamed, so a failure leaves nothing.
         """
@@ -250,8 +271,32 @@ class Capture:
                 for name, layer in self.layers.items():
                     for f in FIELDS:
                         _write_member(zf, f"{name}/{f}", getattr(layer, f))
+                    for key, value in _layer_meta(layer, self).items():
+                        _write_member(zf, f"{name}/{key}", np.asarray(value, dtype=np.int64))
 
         return atomic_write_bytes(path, write)
+
+
+def _layer_meta(layer, capture) -> dict:
+    """The grid and extra tokens stored with a tokens layer whose own differ from the capture's (else nothing)."""
+    if layer.layout != "tokens" or layer.grid is None or (layer.grid, layer.extra_tokens) == (capture.grid,
+                                                                                            capture.extra_tokens):
+        return {}
+    return {"grid": layer.grid, "extra_tokens": layer.extra_tokens}
+
+
+def _tokens_grid(shape, grid, e):
+    """The grid of a captured ``(B, L, C)`` tokens layer for the setting ``grid`` (a pair or "auto"), or None.
+
+    A pair is kept as it is (the layer is then off its grid if ``L != e + h*w``);
+    ``"auto"`` that finds no square grid gives None (no grid).
+    """
+    if grid != AUTO:
+        return check_grid(grid)
+    try:
+        return linear_grid(shape, AUTO, e)[1]
+    except ValueError:
+        return None
 
 
 def _write_member(zf, key, array):
@@ -345,8 +390,17 @@ def load_capture(path) -> Capture:
         def load(f, name=name):
             return load_array(path, f"{name}/{f}")
 
+        layer_grid, layer_e = grid, e
+        try:
+            if f"{name}/grid" in shapes:
+                layer_grid = check_grid(tuple(int(v) for v in load_array(path, f"{name}/grid").reshape(-1)))
+            if f"{name}/extra_tokens" in shapes:
+                layer_e = check_int(int(load_array(path, f"{name}/extra_tokens").reshape(-1)[0]),
+                                    "extra_tokens", minimum=0)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise DataError(f"{path}: bad grid or extra_tokens of layer {name!r}: {exc}") from None
         layer_shapes = {f: shapes[f"{name}/{f}"] for f in FIELDS}
-        layers[name] = CapturedLayer.lazy(name, layer_shapes, load, grid=grid, extra_tokens=e)
+        layers[name] = CapturedLayer.lazy(name, layer_shapes, load, grid=layer_grid, extra_tokens=layer_e)
     return Capture(layers, grid, e, str(path))
 
 
@@ -357,6 +411,10 @@ def _load_sharded(path: Path) -> Capture:
         names = [str(n) for n in manifest["layers"]]
         grid = None if manifest.get("grid") is None else check_grid(tuple(manifest["grid"]))
         e = check_int(manifest.get("extra_tokens", 0), "extra_tokens", minimum=0)
+        layer_grids = {str(n): None if g is None else check_grid(tuple(g))
+                       for n, g in dict(manifest.get("layer_grids", {})).items()}
+        layer_extra = {str(n): check_int(v, "extra_tokens", minimum=0)
+                       for n, v in dict(manifest.get("layer_extra_tokens", {})).items()}
     except FileNotFoundError:
         raise DataError(f"{path}: a directory without {MANIFEST}: not a sharded capture (or not complete)") from None
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -371,7 +429,8 @@ def _load_sharded(path: Path) -> Capture:
             return sources[f].read() if f == "weight" else sources[f]
 
         shapes = {f: tuple(src.shape) for f, src in sources.items()}
-        layers[name] = CapturedLayer.lazy(name, shapes, load, grid=grid, extra_tokens=e)
+        layers[name] = CapturedLayer.lazy(name, shapes, load, grid=layer_grids.get(name, grid),
+                                          extra_tokens=layer_extra.get(name, e))
     return Capture(layers, grid, e, str(path))
 
 
@@ -391,16 +450,41 @@ class _Recorder:
     """Forward hook of one layer: stores ``x`` and hooks the output's gradient, call after call.
 
     Tokens of a linear layer are kept as ``(B, L, C)`` (leading dimensions
-    flattened into the batch), the maps of a 1x1 convolution as they are.
+    flattened into the batch), channels-last maps ``(B, H, W, C)`` of a linear
+    layer whose grid setting finds them (``"auto"``, or a pair ``(H, W)``) as
+    ``(B, H*W, C)`` tokens on their grid, the maps of a 1x1 convolution as they
+    are.  ``grid`` is the layer's setting (a pair,
+    ``"auto"``, or None: not given) and ``e`` its extra tokens; the first call
+    resolves them into :attr:`grid`.
     """
 
-    def __init__(self, name, maps: bool):
+    def __init__(self, name, maps: bool, grid=None, e: int = 0):
         self.name = name
         self.maps = maps
+        self.setting = grid
+        self.e = e
+        self.kind = None  # "tokens" or "maps" (channels-last) for linear layers, from the first call
+        self.grid = None
         self.xs, self.grads, self.weight = [], [], None
 
+    def _resolve(self, shape):
+        if self.setting is None:  # no grid given: the token axis is -2, whatever the rank
+            self.kind, self.grid = "tokens", None
+            return
+        try:
+            self.kind, self.grid = linear_grid(shape, self.setting, self.e)
+        except ValueError:  # kept off the grid: the report says why
+            self.kind = "maps" if len(shape) == 4 and self.setting == AUTO else "tokens"
+            self.grid = None if self.setting == AUTO else check_grid(self.setting)
+
     def _host(self, t) -> np.ndarray:
-        return _host(t if self.maps or t.dim() < 3 else t.reshape(-1, *t.shape[-2:]))
+        if self.maps or t.dim() < 3:
+            return _host(t)
+        if self.kind is None:
+            self._resolve(tuple(t.shape))
+        if self.kind == "maps" and t.dim() >= 4:
+            return _host(t.reshape(-1, t.shape[-3] * t.shape[-2], t.shape[-1]))
+        return _host(t.reshape(-1, *t.shape[-2:]))
 
     def __call__(self, module, inputs, output):
         self.xs.append(self._host(inputs[0]))
@@ -437,17 +521,26 @@ def capture(model, step, include, *, grid=None, extra_tokens=0) -> Capture:
     include : str or sequence of str
         Glob patterns on qualified names of ``nn.Linear`` and 1x1 ``nn.Conv2d``
         layers (as :func:`lbpcore.torch.convert`), e.g. ``"blocks.*.mlp.*"``.
-    grid : (int, int), optional
+    grid : "auto", (int, int) or dict, optional
         Token grid of the ``nn.Linear`` inputs ``(..., e + h*w, C_in)``, stored
-        with the capture (``lbp report --capture`` can also be given it).
-    extra_tokens : int, optional
-        Leading tokens outside the grid (a class token...), default 0.
+        with each layer (``lbp report --capture`` can also be given it): a
+        pair, ``"auto"`` (each input's own, as for
+        :func:`lbpcore.torch.convert`; a layer whose tokens are not ``e`` plus a
+        square is stored without a grid), or a dict of glob patterns on layer
+        names to either.  Default None: no grid is stored, and axis ``-2`` of
+        every ``nn.Linear`` input is its token axis.  With ``"auto"`` (or a
+        pair ``(H, W)`` that fits), channels-last maps ``(B, H, W, C)`` are
+        stored as ``(B, H*W, C)`` tokens on their grid.
+    extra_tokens : int or dict, optional
+        Leading tokens outside the grid (a class token...), default 0; a dict
+        of patterns as for ``grid``.
 
     Returns
     -------
     Capture
         Per layer, in model order: ``x`` ``(B, L, C_in)`` (leading dimensions
-        flattened into the batch; ``(B, C_in, H, W)`` for 1x1 convolutions),
+        flattened into the batch; ``(B, C_in, H, W)`` for 1x1 convolutions,
+        ``(B, H*W, C_in)`` for channels-last maps),
         ``weight`` ``(C_out, C_in)`` as of the forward pass, and ``grad_y``
         (the shape of the output).  A layer called several times contributes
         every call, concatenated along the batch (its gradient sums over them).
@@ -456,8 +549,9 @@ def capture(model, step, include, *, grid=None, extra_tokens=0) -> Capture:
     Raises
     ------
     ValueError
-        If a pattern matches no linear layer, a layer is not called, or no
-        gradient reaches its output.
+        If a pattern matches no linear layer, a layer is not called, no
+        gradient reaches its output, or the grid setting is malformed (a
+        layer that no pattern of a dict matches included).
 
     Examples
     --------
@@ -472,17 +566,21 @@ def capture(model, step, include, *, grid=None, extra_tokens=0) -> Capture:
     """
     from lbpcore.torch import linear_layers, match_layers  # noqa: PLC0415 - PyTorch is optional: only capture needs it
 
-    grid = None if grid is None else check_grid(grid)
-    e = check_int(extra_tokens, "extra_tokens", minimum=0)
+    gspec = None if grid is None else check_grid_spec(grid)
+    espec = check_extra_spec(extra_tokens)
     names = match_layers(model, include)
     modules = linear_layers(model)
-    recorders = {name: _Recorder(name, modules[name].weight.dim() == 4) for name in names}
+    recorders = {}
+    for name in names:
+        maps = modules[name].weight.dim() == 4
+        setting = None if gspec is None or maps else for_layer(gspec, name, "grid")
+        recorders[name] = _Recorder(name, maps, setting, 0 if maps else for_layer(espec, name, "extra_tokens"))
     handles = [modules[name].register_forward_hook(recorders[name]) for name in names]
     try:
         step()
     finally:
         for h in handles:
             h.remove()
-    layers = {name: CapturedLayer.from_arrays(name, rec.arrays(), grid=grid, extra_tokens=e)
+    layers = {name: CapturedLayer.from_arrays(name, rec.arrays(), grid=rec.grid, extra_tokens=rec.e)
               for name, rec in recorders.items()}
-    return Capture(layers, grid, e)
+    return Capture(layers, gspec if isinstance(gspec, tuple) else None, espec if isinstance(espec, int) else 0)

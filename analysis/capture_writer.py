@@ -43,7 +43,8 @@ class CaptureWriter(ShardWriter):
     path : str or os.PathLike
         Destination directory (it must not exist unless ``overwrite``).
     grid : (int, int), optional
-        Token grid of the ``nn.Linear`` inputs; default the first capture's.
+        Token grid of every ``nn.Linear`` input; default the first capture's
+        (its layers' own grids, which may differ from layer to layer).
     extra_tokens : int, optional
         Leading tokens outside the grid; default the first capture's.
     shard_size : int or str, optional
@@ -83,6 +84,8 @@ class CaptureWriter(ShardWriter):
         self.extra_tokens = None if extra_tokens is None else int(extra_tokens)
         self.steps = 0
         self._weights = {}
+        self._layer_grids = {}
+        self._explicit = grid is not None or extra_tokens is not None  # then it overrides the layers' own
 
     def add(self, capture):
         """Append one step's capture, layer by layer and shard by shard.
@@ -102,6 +105,10 @@ class CaptureWriter(ShardWriter):
         if self.steps == 0:
             self.grid = capture.grid if self.grid is None else self.grid
             self.extra_tokens = capture.extra_tokens if self.extra_tokens is None else self.extra_tokens
+            if not self._explicit:
+                self._layer_grids = {n: (lay.grid, lay.extra_tokens) for n, lay in capture.layers.items()
+                                     if lay.layout == "tokens" and lay.grid is not None
+                                     and (lay.grid, lay.extra_tokens) != (capture.grid, capture.extra_tokens)}
         elif list(capture.layers) != list(self._weights):
             raise ValueError(f"step {self.steps} captured layers {list(capture.layers)}, the first step "
                              f"{list(self._weights)}")
@@ -129,5 +136,8 @@ class CaptureWriter(ShardWriter):
         """
         manifest = {"layers": list(self._weights), "grid": self.grid, "extra_tokens": self.extra_tokens or 0,
                     "steps": self.steps}
+        if self._layer_grids:  # layers on grids of their own
+            manifest["layer_grids"] = {n: g for n, (g, _) in self._layer_grids.items()}
+            manifest["layer_extra_tokens"] = {n: e for n, (_, e) in self._layer_grids.items()}
         self.write_file(MANIFEST, json_text(manifest))
         return super().close()

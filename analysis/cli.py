@@ -3,7 +3,8 @@
 Subcommands (``lbp COMMAND --help`` for the options)::
 
     lbp report   [--out DIR] [--quick] [--subset LAYERS ...] [--quiet]
-                 [--capture FILE [--grid HxW] [--extra-tokens E] [--memory SIZE] [--scheduler ADDRESS]]
+                 [--capture FILE [--grid HxW|auto|PATTERN=HxW,...] [--extra-tokens E|PATTERN=E,...]
+                  [--memory SIZE] [--scheduler ADDRESS]]
     lbp spectrum FILE --grid HxW [--patch N] [--extra-tokens E] [--layout tokens|nchw]
                  [--key NAME | --layer NAME] [--pad MODE] [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp error    FILE --grid HxW --bases SPEC [--patch N] [--extra-tokens E] [--layer NAME]
@@ -70,7 +71,7 @@ from .report import ReportConfig, build_report
 from .sources import open_source
 from .spectrum import energy_curves, energy_kept, energy_maps
 
-__all__ = ["main", "build_parser", "parse_grid"]
+__all__ = ["main", "build_parser", "parse_grid", "parse_grid_setting"]
 
 PROG = "lbp"
 
@@ -112,6 +113,63 @@ def parse_grid(text):
         return check_grid((int(m.group(1)), int(m.group(2))))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_grid_setting(text):
+    """Parse the ``--grid`` of ``lbp report --capture``: ``auto``, ``HxW``, or ``PATTERN=VALUE,...`` per layer.
+
+    Parameters
+    ----------
+    text : str
+        ``auto`` (each layer's square grid), ``HxW`` (every layer), or
+        comma-separated ``PATTERN=auto`` / ``PATTERN=HxW`` entries, glob
+        patterns on layer names tried in order (as the ``grid`` dict of
+        :func:`lbpcore.torch.convert`).
+
+    Returns
+    -------
+    "auto", (int, int) or dict
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If the text is none of these forms (a usage error).
+
+    Examples
+    --------
+    >>> from analysis.cli import parse_grid_setting
+    >>> parse_grid_setting("auto"), parse_grid_setting("14x14")
+    ('auto', (14, 14))
+    >>> parse_grid_setting("layers.*.attn.*=7x7,*=auto")
+    {'layers.*.attn.*': (7, 7), '*': 'auto'}
+    """
+    def one(value):
+        return "auto" if value.strip().lower() == "auto" else parse_grid(value)
+
+    if "=" not in str(text):
+        if str(text).strip().lower() != "auto" and _GRID_RE.match(str(text)) is None:
+            raise argparse.ArgumentTypeError(f"--grid must be HxW, 'auto' or PATTERN=HxW / PATTERN=auto entries "
+                                             f"(e.g. 14x14, or 'blocks.*=14x14,*=auto'), got {text!r}")
+        return one(str(text))
+    return _pattern_entries(text, one, "PATTERN=HxW or PATTERN=auto")
+
+
+def _pattern_entries(text, parse, form):
+    """``{pattern: parse(value)}`` of comma-separated ``PATTERN=VALUE`` entries."""
+    out = {}
+    for entry in (e.strip() for e in str(text).split(",")):
+        pattern, eq, value = entry.partition("=")
+        if not eq or not pattern.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"expected comma-separated {form} entries, got {entry!r} in {text!r}")
+        out[pattern.strip()] = parse(value)
+    return out
+
+
+def _extra_tokens_setting(text):
+    """``--extra-tokens`` of ``lbp report --capture``: ``E`` or ``PATTERN=E,...``."""
+    if "=" not in str(text):
+        return _EXTRA_TOKENS(text)
+    return _pattern_entries(text, _EXTRA_TOKENS, "PATTERN=E")
 
 
 def _integer_option(check):
@@ -270,10 +328,12 @@ def build_parser():
     p.add_argument("--capture", metavar="FILE",
                    help="report on the layers of a capture of your own model (analysis.capture: a .npz file, or a "
                         "directory of shards) instead of the built-in workload")
-    p.add_argument("--grid", type=parse_grid, metavar="HxW",
-                   help="with --capture: token grid of the layers' inputs (default: the one stored in FILE)")
-    p.add_argument("--extra-tokens", type=_EXTRA_TOKENS, metavar="E",
-                   help="with --capture: leading tokens outside the grid (default: the number stored in FILE)")
+    p.add_argument("--grid", type=parse_grid_setting, metavar="HxW|auto|PATTERN=HxW,...",
+                   help="with --capture: token grid of the layers' inputs: HxW, 'auto' (each layer's square grid) "
+                        "or per-layer PATTERN=HxW / PATTERN=auto entries (default: the ones stored in FILE)")
+    p.add_argument("--extra-tokens", type=_extra_tokens_setting, metavar="E|PATTERN=E,...",
+                   help="with --capture: leading tokens outside the grid, or per-layer PATTERN=E entries "
+                        "(default: the numbers stored in FILE)")
     _add_stream_options(p, "with a sharded --capture: ")
     p.set_defaults(func=_cmd_report, subparser=p)
 
