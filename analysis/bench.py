@@ -29,6 +29,7 @@ import numpy as np
 import lbpcore
 
 from ._outdir import check_output_file, created_directory, path_option
+from .bench_models import BENCH_MODELS, run_model_bench
 from .bench_torch import available as torch_available
 from .bench_torch import bench_torch, torch_table
 from .io import text_table, write_json
@@ -617,7 +618,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="FILE", type=path_option, help="also write the results as JSON")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (NumPy) or gpu (CuPy)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    models = parser.add_argument_group("whole models (lbp bench --model; needs PyTorch)")
+    models.add_argument("--model", action="append", choices=BENCH_MODELS, metavar="NAME",
+                        help=f"time a training step of this replica dense and converted (repeatable): "
+                             f"{', '.join(BENCH_MODELS)}")
+    models.add_argument("--batch", action="append", type=_positive, metavar="B",
+                        help="batch size of --model (repeatable; default 8 and 32)")
+    models.add_argument("--rounds", type=_positive, default=3, metavar="N",
+                        help="timed rounds of --model after a warm-up (default 3; medians)")
+    models.add_argument("--bases", default="lp_l1:6", metavar="SPEC", help="selection of --model (default lp_l1:6)")
+    models.add_argument("--threads", type=_positive, metavar="N", help="torch.set_num_threads for --model")
+    models.add_argument("--channels-last", action="store_true",
+                        help="run --model in torch.channels_last memory (maps reach the kernels in place)")
     return parser
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -641,6 +664,19 @@ def main(argv=None) -> int:
     """
     parser = add_arguments(argparse.ArgumentParser(prog="lbp bench", description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)
+    if args.model:
+        if not torch_available(args.device):
+            print("lbp bench: --model needs PyTorch (pip install 'lbpcore[torch]')"
+                  + (" with a CUDA device" if args.device == "gpu" else ""), file=sys.stderr)
+            return 2
+        try:
+            lbpcore.make_plan((8, 8), 8, args.bases)
+        except ValueError as exc:
+            parser.error(f"--bases: {exc}")
+        run_model_bench(list(dict.fromkeys(args.model)), tuple(args.batch or (8, 32)), device=args.device,
+                        json_path=args.json, machine=machine_info(args.device), rounds=args.rounds,
+                        bases=args.bases, threads=args.threads, channels_last=args.channels_last)
+        return 0
     try:
         run_bench(quick=args.quick, device=args.device, json_path=args.json, tiny=args.tiny)
     except ImportError as exc:

@@ -61,3 +61,40 @@ def test_bench_torch_rows(capsys):
     assert spec["of_ideal"] == pytest.approx(spec["speedup"] / spec["ideal_speedup"])
     assert any(t["name"].startswith("torch LBPLinear lp_l1:6 of ideal") for t in res["targets"])
     assert "PyTorch backward" in capsys.readouterr().out
+
+
+def test_bench_model_rows(tmp_path, capsys):
+    """``lbp bench --model``: the row's structure and its accounting (not its timings)."""
+    torch = pytest.importorskip("torch")
+    from analysis.bench_models import run_model_bench  # noqa: PLC0415 - needs PyTorch
+
+    path = tmp_path / "models.json"
+    before = torch.get_num_threads()
+    res = run_model_bench(["efficientformer_l1"], [2], rounds=1, json_path=path, threads=1,
+                          size_overrides=dict(depths=(1, 1, 1, 2), widths=(8, 8, 16, 16), img_size=128))
+    assert "efficientformer_l1" in capsys.readouterr().out and json.loads(path.read_text()) == json.loads(
+        json.dumps(res))
+    row = res["models"][0]
+    assert row["layers"] == 2 * 4 + 4  # fc1, fc2 of four 2d blocks; qkv, proj, fc1, fc2 of the 1d block
+    assert row["threads"] == 1 and torch.get_num_threads() == before
+    for key in ("dense", "converted"):
+        assert row[key]["step_s"] == pytest.approx(row[key]["forward_s"] + row[key]["backward_s"])
+    # the ideal keeps the dense forward and scales only the converted layers' share of the backward
+    assert row["ideal"]["step_s"] == pytest.approx(row["dense"]["forward_s"] + row["ideal"]["backward_s"])
+    assert 0 < row["ideal"]["backward_s"] < row["dense"]["backward_s"]
+    assert row["speedup"]["step"] == pytest.approx(row["dense"]["step_s"] / row["converted"]["step_s"])
+    # a converted layer saves its input's coefficients (21 of 64 bases at most), not the input
+    assert 0 < row["converted"]["saved_bytes"] < row["dense"]["saved_bytes"]
+
+
+def test_bench_model_cli_errors(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "resnet50"])
+    assert "invalid choice: 'resnet50'" in capsys.readouterr().err
+    pytest.importorskip("torch")
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "vit_s16", "--bases", "lp_l1:0"])
+    assert "--bases:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "vit_s16", "--batch", "0"])
+    assert "expected a positive integer, got 0" in capsys.readouterr().err

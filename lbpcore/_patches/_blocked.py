@@ -48,6 +48,8 @@ class _BlockedOps:
     pcol: tuple  # per t: per q: (lo, hi, (|J_t|, hi-lo) matrix)
     rrow: tuple  # per p: (lo, hi, (hi-lo, k_i) matrix): output grid rows
     rcol: tuple  # per t: per q: (lo, hi, (hi-lo, |J_t|) matrix): output grid columns, scaled (the first stage)
+    pcol_all: tuple  # per t: the (pw*|J_t|, w) column operator of all patch columns at once (padding folded)
+    rcol_all: tuple  # per t: the (w, pw*|J_t|) column reconstruction of all patch columns at once, scaled
 
 
 @lru_cache(maxsize=128)
@@ -67,14 +69,21 @@ def _blocked_ops(key: tuple, scale: float) -> _BlockedOps:
     for f in fold(h, n, pad):
         prow.append((f.lo, f.hi, (wr @ f.matrix) * scale))
         rrow.append((f.out_lo, f.out_hi, wr[:, f.interior].T.copy()))
-    pcol, rcol = [], []
+    pcol, rcol, pcol_all, rcol_all = [], [], [], []
     folds = fold(w, n, pad)
     for js in cols:
         wc = wal[list(js)]
         pcol.append(tuple((f.lo, f.hi, wc @ f.matrix) for f in folds))
         rcol.append(tuple((f.out_lo, f.out_hi, wc[:, f.interior].T * scale) for f in folds))
+        pa = np.zeros((len(folds), len(js), w))
+        ra = np.zeros((w, len(folds), len(js)))
+        for q, f in enumerate(folds):
+            pa[q, :, f.lo : f.hi] = wc @ f.matrix
+            ra[f.out_lo : f.out_hi, q, :] = wc[:, f.interior].T * scale
+        pcol_all.append(pa.reshape(-1, w))
+        rcol_all.append(ra.reshape(w, -1))
     return _BlockedOps(rows, cols, tuple(offsets), off, h % n == 0, w % n == 0,
-                       tuple(prow), tuple(pcol), tuple(rrow), tuple(rcol))
+                       tuple(prow), tuple(pcol), tuple(rrow), tuple(rcol), tuple(pcol_all), tuple(rcol_all))
 
 
 #: Working-set target of one batch chunk of the cache-blocked NumPy path (bytes).
@@ -97,6 +106,19 @@ def _mats(plan, scale, dt, row_ops, col_ops, rtag, ctag):
     cmats = [[numpy_constant(key + (ctag, t, q), m, dt) for q, (_, _, m) in enumerate(cq)]
              for t, cq in enumerate(col_ops)]
     return rmats, cmats
+
+
+def _all_columns(plan, scale, dt, ops_all, tag):
+    """NumPy constants of the all-columns operators (per selected vertical sequency), for grids with padding.
+
+    One product over all ``pw`` patch columns (``2 pw |J_t|`` flops per
+    element) instead of one per patch column (``2 |J_t|`` flops, ``pw`` calls):
+    the calls, not the flops, bound these thin products (1.1-1.7x faster
+    projections and reconstructions of 14x14 and 28x28 grids, measured
+    interleaved in one process).
+    """
+    key = ("blocked", plan_key(plan), scale, tag)
+    return [numpy_constant(key + (t,), m, dt) for t, m in enumerate(ops_all)]
 
 
 def _tiles(ops, plan, bs, be, b, inner, dt):
@@ -144,6 +166,7 @@ def project_blocked(x, plan: PatchPlan, e: int, scale: float, out):
     xv = (x if e == 0 else x[:, e:, :]).reshape(b, h, wc)
     o4 = out.reshape(b, ph, ops.block, c)
     pmats, cmats = _mats(plan, float(scale), dt, ops.prow, ops.pcol, "r", "c")
+    call = _all_columns(plan, float(scale), dt, ops.pcol_all, "ca")
     x4 = xv.reshape(b, ph, n, wc) if ops.row_uniform else None
 
     def work(bs, be):
@@ -156,9 +179,8 @@ def project_blocked(x, plan: PatchPlan, e: int, scale: float, out):
             for t, coef, grid in _column_blocks(ops, o4, t4, b0, b1, p0, p1, pw, w, c):
                 if ops.col_uniform:
                     matmul(cmats[t][0], grid.reshape(b1 - b0, p1 - p0, pw, n, c), coef)
-                else:
-                    for q, (lo, hi, _) in enumerate(ops.pcol[t]):
-                        matmul(cmats[t][q], grid[:, :, lo:hi], coef[:, :, q])
+                else:  # every patch column in one product (padding folded into its operator)
+                    matmul(call[t], grid, coef.reshape(b1 - b0, p1 - p0, -1, c))
 
     parallel(work, b, x.nbytes, _PARALLEL_MIN_BYTES)
     return out
@@ -173,6 +195,7 @@ def reconstruct_blocked(coef, plan: PatchPlan, out, scale: float = 1.0):
     ov = out.reshape(b, h, wc)
     c4 = coef.reshape(b, ph, ops.block, c)
     rmats, cmats = _mats(plan, float(scale), dt, ops.rrow, ops.rcol, "R", "C")
+    call = _all_columns(plan, float(scale), dt, ops.rcol_all, "Ca")
     o4 = ov.reshape(b, ph, n, wc) if ops.row_uniform else None
 
     def work(bs, be):
@@ -180,9 +203,8 @@ def reconstruct_blocked(coef, plan: PatchPlan, out, scale: float = 1.0):
             for t, coef, grid in _column_blocks(ops, c4, t4, b0, b1, p0, p1, pw, w, c):
                 if ops.col_uniform:
                     matmul(cmats[t][0], coef, grid.reshape(b1 - b0, p1 - p0, pw, n, c))
-                else:
-                    for q, (lo, hi, _) in enumerate(ops.rcol[t]):
-                        matmul(cmats[t][q], coef[:, :, q], grid[:, :, lo:hi])
+                else:  # every patch column in one product (the crop folded into its operator)
+                    matmul(call[t], coef.reshape(b1 - b0, p1 - p0, -1, c), grid)
             if ops.row_uniform:
                 matmul(rmats[0], t4, o4[b0:b1, p0:p1])
             else:
