@@ -630,6 +630,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     models.add_argument("--threads", type=_positive, metavar="N", help="torch.set_num_threads for --model")
     models.add_argument("--channels-last", action="store_true",
                         help="run --model in torch.channels_last memory (maps reach the kernels in place)")
+    models.add_argument("--per-layer", action="store_true", help="also time each converted layer of --model alone")
     return parser
 
 
@@ -675,7 +676,8 @@ def main(argv=None) -> int:
             parser.error(f"--bases: {exc}")
         run_model_bench(list(dict.fromkeys(args.model)), tuple(args.batch or (8, 32)), device=args.device,
                         json_path=args.json, machine=machine_info(args.device), rounds=args.rounds,
-                        bases=args.bases, threads=args.threads, channels_last=args.channels_last)
+                        bases=args.bases, threads=args.threads, channels_last=args.channels_last,
+                        per_layer=args.per_layer)
         return 0
     try:
         run_bench(quick=args.quick, device=args.device, json_path=args.json, tiny=args.tiny)

@@ -30,7 +30,7 @@ import lbpcore
 from ._outdir import check_output_file
 from .io import text_table, write_json
 
-__all__ = ["BENCH_MODELS", "bench_models", "models_table", "run_model_bench"]
+__all__ = ["BENCH_MODELS", "bench_models", "layers_table", "models_table", "run_model_bench"]
 
 #: The replicas ``lbp bench --model`` knows (keys of :data:`analysis.torch_models.MODELS`).
 BENCH_MODELS = ("vit_s16", "vit_b16", "efficientformer_l1", "swin_t", "deit_s_distilled", "vit_ti16", "convnext_t")
@@ -67,22 +67,26 @@ def _layer_shapes(torch, model, images, names):
     return shapes
 
 
-def _dense_layer_backward(torch, module, shape, rounds, sync):
-    """Median seconds of the dense backward (``grad_x``, ``grad_weight``, ``grad_bias``) of a copy of ``module``."""
-    layer = copy.deepcopy(module)
-    x = torch.randn(shape, device=layer.weight.device, dtype=layer.weight.dtype)
+def _layer_times(torch, module, shape, rounds, sync, fmt):
+    """Median seconds of the forward and the backward (all inputs' gradients) of ``module`` alone on ``shape``."""
+    x = torch.randn(shape, device=module.weight.device, dtype=module.weight.dtype)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=fmt)
     x.requires_grad_()
-    y = layer(x)
-    g = torch.randn_like(y)
-    inputs = [x] + [p for p in layer.parameters()]
-    times = []
+    inputs = [x] + list(module.parameters())
+    fwd, bwd = [], []
     for i in range(rounds + 1):
+        sync()
         t0 = time.perf_counter()
-        torch.autograd.grad(y, inputs, g, retain_graph=True)
+        y = module(x)
+        sync()
+        t1 = time.perf_counter()
+        torch.autograd.grad(y, inputs, torch.ones_like(y))
         sync()
         if i:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            fwd.append(t1 - t0)
+            bwd.append(time.perf_counter() - t1)
+    return statistics.median(fwd), statistics.median(bwd)
 
 
 def _flop_ratio(layer, shape):
@@ -132,12 +136,15 @@ def bench_models(models=("vit_s16",), batches=(8, 32), *, bases="lp_l1:6", patch
     -------
     list of dict
         Per model and batch: ``model``, ``batch``, ``device``, ``threads``,
-        ``layers`` (converted), ``dense`` and ``converted`` (``forward_s``,
+        ``converted_layers`` (how many), ``dense`` and ``converted`` (``forward_s``,
         ``backward_s``, ``step_s``, ``saved_bytes``), ``ideal`` (``backward_s``,
         ``step_s``: the dense times with the converted layers' backward scaled
         by their FLOP ratios), ``speedup`` (``step``, ``backward``),
         ``forward_overhead`` (converted over dense forward, minus 1),
-        ``of_ideal`` (step speed-up over the ideal one).
+        ``of_ideal`` (step speed-up over the ideal one), and ``layers``: per
+        distinct converted layer (shape and weight), its ``names``, input
+        ``shape``, ``flop_ratio`` and forward and backward times alone, dense
+        and converted (``dense_forward_s``, ``lbp_backward_s``...).
 
     Examples
     --------
@@ -179,7 +186,8 @@ def bench_models(models=("vit_s16",), batches=(8, 32), *, bases="lp_l1:6", patch
                 images = torch.randn(batch, 3, size, size, device=dev).contiguous(memory_format=fmt)
                 row = _measure(torch, dense, converted, names, images, rounds, sync)
                 row.update(model=name, batch=batch, device=str(dev), threads=torch.get_num_threads(),
-                           bases=bases, patch=patch, pad=pad, channels_last=bool(channels_last), layers=len(names))
+                           bases=bases, patch=patch, pad=pad, channels_last=bool(channels_last),
+                           converted_layers=len(names))
                 rows.append(row)
                 del dense, converted, images
                 gc.collect()
@@ -219,13 +227,22 @@ def _measure(torch, dense, converted, names, images, rounds, sync):
     dense_modules = dict(dense.named_modules())
     conv_modules = dict(converted.named_modules())
     shapes = _layer_shapes(torch, dense, images, names)
-    cache, saving = {}, 0.0
+    fmt = torch.channels_last if images.is_contiguous(memory_format=torch.channels_last) and \
+        not images.is_contiguous() else torch.contiguous_format
+    layers, saving = {}, 0.0
     for name in names:
         module, shape = dense_modules[name], shapes[name]
         key = (type(module).__name__, tuple(module.weight.shape), shape)
-        if key not in cache:
-            cache[key] = _dense_layer_backward(torch, module, shape, rounds, sync)
-        saving += cache[key] * (1.0 - _flop_ratio(conv_modules[name], shape))
+        if key not in layers:
+            ratio = _flop_ratio(conv_modules[name], shape)
+            d_f, d_b = _layer_times(torch, module, shape, rounds, sync, fmt)
+            c_f, c_b = _layer_times(torch, conv_modules[name], shape, rounds, sync, fmt)
+            layers[key] = {"names": [], "shape": list(shape), "weight": list(module.weight.shape[:2]),
+                           "flop_ratio": ratio, "dense_forward_s": d_f, "dense_backward_s": d_b,
+                           "lbp_forward_s": c_f, "lbp_backward_s": c_b}
+        layers[key]["names"].append(name)
+        saving += layers[key]["dense_backward_s"] * (1.0 - layers[key]["flop_ratio"])
+    row["layers"] = list(layers.values())
     d, c = row["dense"], row["converted"]
     ideal_bwd = d["backward_s"] - saving
     row["ideal"] = {"backward_s": ideal_bwd, "step_s": d["forward_s"] + ideal_bwd}
@@ -277,8 +294,41 @@ def models_table(rows) -> str:
                        "of ideal", "fwd +", "saved MB"], table, align="lrlrrrrrrrrr")
 
 
+def layers_table(row) -> str:
+    """Plain-text table of the converted layers of one :func:`bench_models` row, each timed alone (ms).
+
+    Parameters
+    ----------
+    row : dict
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from analysis.bench_models import layers_table
+    >>> layer = {"names": ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"], "shape": [8, 197, 384], "weight": [1536, 384],
+    ...          "flop_ratio": 0.4315, "dense_forward_s": 0.004, "lbp_forward_s": 0.0045,
+    ...          "dense_backward_s": 0.008, "lbp_backward_s": 0.005}
+    >>> print(layers_table({"layers": [layer]}))
+    layer                  input      weight    FLOPs  fwd dense  fwd lbp  bwd dense  bwd lbp  bwd x
+    ---------------------  ---------  --------  -----  ---------  -------  ---------  -------  -----
+    blocks.0.mlp.fc1 (+1)  8x197x384  1536x384   0.43        4.0      4.5        8.0      5.0   1.60
+    """
+    table = []
+    for lay in row["layers"]:
+        more = f" (+{len(lay['names']) - 1})" if len(lay["names"]) > 1 else ""
+        table.append([lay["names"][0] + more, "x".join(map(str, lay["shape"])), "x".join(map(str, lay["weight"])),
+                      f"{lay['flop_ratio']:.2f}", f"{lay['dense_forward_s'] * 1e3:.1f}",
+                      f"{lay['lbp_forward_s'] * 1e3:.1f}", f"{lay['dense_backward_s'] * 1e3:.1f}",
+                      f"{lay['lbp_backward_s'] * 1e3:.1f}", f"{lay['dense_backward_s'] / lay['lbp_backward_s']:.2f}"])
+    return text_table(["layer", "input", "weight", "FLOPs", "fwd dense", "fwd lbp", "bwd dense", "bwd lbp", "bwd x"],
+                      table, align="lllrrrrrr")
+
+
 def run_model_bench(models, batches=(8, 32), *, device="cpu", json_path=None, machine=None, stream=None,
-                    **options) -> dict:
+                    per_layer=False, **options) -> dict:
     """``lbp bench --model``: :func:`bench_models`, its table printed and optionally written as JSON.
 
     Parameters
@@ -292,6 +342,8 @@ def run_model_bench(models, batches=(8, 32), *, device="cpu", json_path=None, ma
         What to record of the machine (:func:`analysis.bench.machine_info`).
     stream : file, optional
         Where to print the table (default ``sys.stdout``).
+    per_layer : bool, optional
+        Also print each row's :func:`layers_table`.
     **options
         ``bases``, ``patch``, ``pad``, ``rounds``, ``threads``,
         ``channels_last``, ``size_overrides`` of :func:`bench_models`.
@@ -320,6 +372,10 @@ def run_model_bench(models, batches=(8, 32), *, device="cpu", json_path=None, ma
     res = {"machine": machine or {}, "date": datetime.date.today().isoformat(), "models": rows,
            "seconds": time.perf_counter() - t0}
     print(models_table(rows), file=stream)
+    if per_layer:
+        for row in rows:
+            print(f"\n{row['model']}, B={row['batch']}: converted layers alone", file=stream)
+            print(layers_table(row), file=stream)
     if json_path is not None:
         write_json(json_path, res)
     return res

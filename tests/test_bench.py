@@ -75,7 +75,7 @@ def test_bench_model_rows(tmp_path, capsys):
     assert "efficientformer_l1" in capsys.readouterr().out and json.loads(path.read_text()) == json.loads(
         json.dumps(res))
     row = res["models"][0]
-    assert row["layers"] == 2 * 4 + 4  # fc1, fc2 of four 2d blocks; qkv, proj, fc1, fc2 of the 1d block
+    assert row["converted_layers"] == 2 * 4 + 4  # fc1, fc2 of four 2d blocks; qkv, proj, fc1, fc2 of the 1d block
     assert row["threads"] == 1 and torch.get_num_threads() == before
     for key in ("dense", "converted"):
         assert row[key]["step_s"] == pytest.approx(row[key]["forward_s"] + row[key]["backward_s"])
@@ -85,6 +85,9 @@ def test_bench_model_rows(tmp_path, capsys):
     assert row["speedup"]["step"] == pytest.approx(row["dense"]["step_s"] / row["converted"]["step_s"])
     # a converted layer saves its input's coefficients (21 of 64 bases at most), not the input
     assert 0 < row["converted"]["saved_bytes"] < row["dense"]["saved_bytes"]
+    assert sum(len(lay["names"]) for lay in row["layers"]) == row["converted_layers"]
+    # 21 coefficient rows of lp_l1:6 for the 32x32..8x8 maps' 64 tokens per patch; 21 for 16 tokens (4x4 grid)
+    assert sorted({round(lay["flop_ratio"], 4) for lay in row["layers"]}) == [round(21 / 64, 4), round(21 / 16, 4)]
 
 
 def test_bench_model_cli_errors(capsys):
