@@ -9,7 +9,8 @@
 #         --implementation cp -d .whl array-api-compat array-api-strict
 # Logs and JSON land in $OUT (default ./gpu-out).  Every step has its own timeout
 # (BUDGET seconds in all, default 560); the script always exits 0 after a summary.
-# STEPS (default "kernels gpu bench kbench profile") picks and orders the steps.
+# STEPS (default "kernels gpu bench kbench profile"; "models" adds lbp bench --model at batch 64)
+# picks and orders the steps.
 set -u
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
@@ -53,6 +54,9 @@ for step in $STEPS; do
       timeout "$(left 150)" "$PY" -m analysis bench --device gpu --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.log" 2>&1 ;;
     kbench)   # the kernels against copies of the same bytes
       timeout "$(left 100)" "$PY" benchmarks/cuda_kernels.py --out "$OUT/cuda_kernels.json" > "$OUT/cuda_kernels.log" 2>&1 ;;
+    models)   # lbp bench --model on CUDA: whole replicas at batch 64, dense vs converted, the ideal
+      timeout "$(left 200)" "$PY" -m analysis bench --device gpu --model vit_s16 --model efficientformer_l1 \
+        --model swin_t --batch 64 --json "$OUT/bench_models_gpu.json" > "$OUT/bench_models_gpu.log" 2>&1 ;;
     profile)  # where the GPU LBP backward spends its time (CuPy, then through lbpcore.torch)
       timeout "$(left 45)" "$PY" benchmarks/gpu_profile.py > "$OUT/profile_gpu.log" 2>&1
       timeout "$(left 40)" "$PY" benchmarks/torch_gpu_profile.py >> "$OUT/profile_gpu.log" 2>&1 ;;

@@ -2,10 +2,13 @@
 
 A thin, exact bridge: the forward pass of a converted layer is PyTorch's own
 linear layer, and the backward pass is :func:`lbpcore.lbp_backward` computed
-from the projected input saved by the forward pass.  CPU tensors run through
-lbpcore's NumPy kernels on the tensors' memory, CUDA tensors through CuPy by
-DLPack on PyTorch's current stream (with the array-API path on the tensors
-themselves when CuPy is missing).  Importing :mod:`lbpcore` never imports
+from the projected input saved by the forward pass.  The projections of CPU
+tensors run through lbpcore's NumPy kernels on the tensors' memory, those of
+CUDA tensors through CuPy by DLPack on PyTorch's current stream (with the
+array-API path on the tensors themselves when CuPy is missing); both products
+of the backward pass are PyTorch's.  Each converted layer has its own grid
+(``grid="auto"`` reads it off every input: windowed attention, channels-last
+MLPs and NCHW stages in one model).  Importing :mod:`lbpcore` never imports
 PyTorch; importing this module does.
 
 Examples

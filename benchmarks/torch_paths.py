@@ -1,0 +1,86 @@
+"""Which kernels should project a CPU tensor's grid for ``lbpcore.torch``: NumPy's or PyTorch's own?
+
+For the layer shapes of ViT-S/16 and EfficientFormer-L1 at 224 pixels, time the
+projection and the reconstruction of ``lbpcore.torch._bridge`` on CPU tensors
+through lbpcore's NumPy kernels (the cache-blocked kernel on the tensor's
+memory: what the bridge uses) and through lbpcore's array-API kernels on the
+tensors themselves (PyTorch's own matmul; the path of devices without CuPy),
+interleaved in one process (medians of rounds), with one ``clone()`` of the
+input as the memory-bound yardstick.
+
+    python benchmarks/torch_paths.py [--batch 8] [--rounds 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lbpcore._patches import make_plan
+from lbpcore.torch import _bridge
+
+#: (name, grid, channels, extra tokens): ViT-S/16's token layers, EfficientFormer-L1's maps (channels last)
+SHAPES = [
+    ("vit_s16 qkv/proj/fc1 in", (14, 14), 384, 1), ("vit_s16 fc1 out / fc2 in", (14, 14), 1536, 1),
+    ("vit_s16 qkv out", (14, 14), 1152, 1), ("eff stage1 fc1 in", (56, 56), 48, 0),
+    ("eff stage1 fc2 in", (56, 56), 192, 0), ("eff stage2 fc2 in", (28, 28), 384, 0),
+    ("eff stage3 fc2 in", (14, 14), 896, 0), ("eff stage4 fc2 in", (7, 7), 1792, 0),
+]
+
+
+def _median(fn, rounds):
+    fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"batch {args.batch}, {args.threads} threads, lp_l1:6 at patch 8, reflect padding; ms (medians)")
+    print(f"{'layer':26s} {'input MB':>8s} {'clone':>7s} {'proj np':>8s} {'proj torch':>10s} "
+          f"{'recon np':>8s} {'recon torch':>11s}")
+    for name, grid, c, e in SHAPES:
+        plan = make_plan(grid, 8, "lp_l1:6", "reflect")
+        x = torch.randn(args.batch, e + grid[0] * grid[1], c)
+        coef = _bridge.coefficients(x, plan, e, "tokens")
+        real = _bridge.engine
+
+        def numpy_or_torch(kind, fn):
+            def run():
+                _bridge.engine = (lambda t: kind)
+                try:
+                    return fn()
+                finally:
+                    _bridge.engine = real
+            return run
+
+        fns = {
+            "clone": lambda: x.clone(),
+            "proj np": numpy_or_torch("numpy", lambda: _bridge.coefficients(x, plan, e, "tokens")),
+            "proj torch": numpy_or_torch("torch", lambda: _bridge.coefficients(x, plan, e, "tokens")),
+            "recon np": numpy_or_torch("numpy", lambda: _bridge.grid_values(coef, plan, e, "tokens", x.shape)),
+            "recon torch": numpy_or_torch("torch", lambda: _bridge.grid_values(coef, plan, e, "tokens", x.shape)),
+        }
+        times = {k: [] for k in fns}
+        for _ in range(args.rounds):
+            for k, f in fns.items():
+                times[k].append(_median(f, 1))
+        t = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        print(f"{name:26s} {x.numel() * 4 / 1e6:8.1f} {t['clone']:7.2f} {t['proj np']:8.2f} {t['proj torch']:10.2f} "
+              f"{t['recon np']:8.2f} {t['recon torch']:11.2f}")
+
+
+if __name__ == "__main__":
+    main()
