@@ -52,35 +52,38 @@ def main(argv=None):
     print(f"{'layer':26s} {'input MB':>8s} {'clone':>7s} {'proj np':>8s} {'proj torch':>10s} "
           f"{'recon np':>8s} {'recon torch':>11s}")
     for name, grid, c, e in SHAPES:
-        plan = make_plan(grid, 8, "lp_l1:6", "reflect")
         x = torch.randn(args.batch, e + grid[0] * grid[1], c)
-        coef = _bridge.coefficients(x, plan, e, "tokens")
-        real = _bridge.engine
-
-        def numpy_or_torch(kind, fn):
-            def run():
-                _bridge.engine = (lambda t: kind)
-                try:
-                    return fn()
-                finally:
-                    _bridge.engine = real
-            return run
-
-        fns = {
-            "clone": lambda: x.clone(),
-            "proj np": numpy_or_torch("numpy", lambda: _bridge.coefficients(x, plan, e, "tokens")),
-            "proj torch": numpy_or_torch("torch", lambda: _bridge.coefficients(x, plan, e, "tokens")),
-            "recon np": numpy_or_torch("numpy", lambda: _bridge.grid_values(coef, plan, e, "tokens", x.shape)),
-            "recon torch": numpy_or_torch("torch", lambda: _bridge.grid_values(coef, plan, e, "tokens", x.shape)),
-        }
-        times = {k: [] for k in fns}
-        for _ in range(args.rounds):
-            for k, f in fns.items():
-                times[k].append(_median(f, 1))
-        t = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        t = _time_shape(x, make_plan(grid, 8, "lp_l1:6", "reflect"), e, args.rounds)
         print(f"{name:26s} {x.numel() * 4 / 1e6:8.1f} {t['clone']:7.2f} {t['proj np']:8.2f} {t['proj torch']:10.2f} "
               f"{t['recon np']:8.2f} {t['recon torch']:11.2f}")
 
+
+def _time_shape(x, plan, e, rounds):
+    """Median milliseconds of the clone, projections and reconstructions of one input ``x``."""
+    coef = _bridge.coefficients(x, plan, e, "tokens")
+    real = _bridge.engine
+
+    def numpy_or_torch(kind, fn):
+        def run():
+            _bridge.engine = (lambda t: kind)
+            try:
+                return fn()
+            finally:
+                _bridge.engine = real
+        return run
+
+    fns = {
+        "clone": lambda: x.clone(),
+        "proj np": numpy_or_torch("numpy", lambda: _bridge.coefficients(x, plan, e, "tokens")),
+        "proj torch": numpy_or_torch("torch", lambda: _bridge.coefficients(x, plan, e, "tokens")),
+        "recon np": numpy_or_torch("numpy", lambda: _bridge.grid_values(coef, plan, e, "tokens", x.shape)),
+        "recon torch": numpy_or_torch("torch", lambda: _bridge.grid_values(coef, plan, e, "tokens", x.shape)),
+    }
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            times[k].append(_median(f, 1))
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 if __name__ == "__main__":
     main()

@@ -193,14 +193,14 @@ class _Saved(NamedTuple):
     extra_tokens: int
 
 
-def _saved_coefficients(xp, x, plan: PatchPlan, e: int, layout: str):
+def _saved_coefficients(xp, x, plan: PatchPlan, e: int, layout: str, out=None):
     """``(B, e + M, C_in)``: the extra tokens of ``x``, then its coefficients divided by ``n`` (a new array).
 
     Divided by ``n`` (a power of two, so exactly), the coefficients are those of
     the orthonormal basis ``B / n``: at most the patch's 2-norm, ``n * max|x|``,
     instead of ``n**2 * max|x|`` for the unnormalized ones (see :func:`lbp_backward`).
     """
-    return project_raw(xp, x, plan, layout, e, scale=1.0 / plan.patch, keep_extra=True, any_order=True)[1]
+    return project_raw(xp, x, plan, layout, e, scale=1.0 / plan.patch, keep_extra=True, any_order=True, out=out)[1]
 
 
 def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: str, *, overwrite_xs: bool,
@@ -236,10 +236,10 @@ def _coefficient_grads(xp, xs, weight, grad_y, plan: PatchPlan, e: int, layout: 
     return gw, xp.reshape(xp.matmul(gs2, weight), (b, rows, c_in))
 
 
-def _grad_x(xp, gxs, plan: PatchPlan, e: int, layout: str):
+def _grad_x(xp, gxs, plan: PatchPlan, e: int, layout: str, out=None):
     """``grad_x`` from the coefficients of :func:`_coefficient_grads`: the grid reconstructed
-    with the second ``1/n``, the extra tokens copied through."""
-    return reconstruct_raw(xp, gxs, plan, layout, extra_tokens=e, any_order=True, scale=1.0 / plan.patch)
+    with the second ``1/n``, the extra tokens copied through (into ``out``, see :func:`reconstruct_raw`)."""
+    return reconstruct_raw(xp, gxs, plan, layout, extra_tokens=e, any_order=True, scale=1.0 / plan.patch, out=out)
 
 
 def lbp_backward(

@@ -55,7 +55,7 @@ def _all_finite(xp, a) -> bool:
 
 
 def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scale: float = 1.0,
-                keep_extra: bool = False, any_order: bool = False):
+                keep_extra: bool = False, any_order: bool = False, out=None):
     """Coefficients of the grid part of ``x`` (no validation), channels last.
 
     Returns ``(extra, coef)``: ``coef`` is ``(B, M, C)`` for both layouts, ``M = P * r``,
@@ -66,7 +66,9 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
     products that do not care about the order of the rows) may consume them.  With
     ``keep_extra=True`` returns ``(None, full)`` where ``full`` is ``(B, e + M, C)``:
     the extra tokens (unscaled) followed by the coefficients, so that one GEMM
-    covers both.
+    covers both.  ``out`` (NumPy input only): a C-contiguous array of the result's
+    shape and dtype to write into instead of a new one (the PyTorch bridge passes
+    memory of PyTorch's allocator).
     """
     e = extra_tokens if layout == "tokens" else 0
     extra = None if e == 0 else x[:, :e, :]
@@ -81,7 +83,7 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
         if coef is not None:
             return (None, coef) if keep_extra else (extra, coef)
     if isinstance(x, np.ndarray):
-        full = np.empty((b, rows, c), dtype=x.dtype)
+        full = np.empty((b, rows, c), dtype=x.dtype) if out is None else _checked_out(out, (b, rows, c), x.dtype)
         grid = full
         if keep_extra and e:
             full[:, :e] = extra
@@ -113,14 +115,14 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
 
 
 def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, extra_tokens: int = 0, any_order: bool = False,
-                    scale: float = 1.0):
+                    scale: float = 1.0, out=None):
     """Inverse of :func:`project_raw` with ``keep_extra=True``, up to the factor ``n**2`` and the crop, times ``scale``.
 
     ``coef`` is ``(B, e + M, C)``: ``e = extra_tokens`` rows copied through as they
     are (tokens layout only), then the coefficients; the result is tokens
     ``(B, e + h*w, C)`` or nchw ``(B, C, h, w)``, its grid multiplied by ``scale``
     (the kernels apply it in their first stage; a power of two leaves the result
-    exact).  ``any_order`` as given to :func:`project_raw`.
+    exact).  ``any_order`` as given to :func:`project_raw`; ``out`` as there.
     """
     e = extra_tokens if layout == "tokens" else 0
     b, _, c = coef.shape
@@ -137,7 +139,7 @@ def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, extra_tokens: int = 
             return out
     grid_coef = coef if e == 0 else coef[:, e:, :]
     if isinstance(coef, np.ndarray):
-        out = np.empty(shape, dtype=coef.dtype)
+        out = np.empty(shape, dtype=coef.dtype) if out is None else _checked_out(out, shape, coef.dtype)
         if e:
             out[:, :e] = coef[:, :e]
         grid_out = out if e == 0 else out[:, e:]
@@ -154,6 +156,14 @@ def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, extra_tokens: int = 
         out = reconstruct_separable(xp, grid_coef, plan, layout, scale)
     if e:
         out = xp.concat([coef[:, :e, :], out], axis=1)
+    return out
+
+
+def _checked_out(out, shape, dtype):
+    """``out`` if it is a writeable C-contiguous NumPy array of ``shape`` and ``dtype`` (an internal contract)."""
+    if not (isinstance(out, np.ndarray) and out.shape == tuple(shape) and out.dtype == dtype
+            and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out must be a writeable C-contiguous {dtype} array of shape {tuple(shape)}")
     return out
 
 

@@ -13,7 +13,10 @@ Tensors that are not contiguous (a sliced or transposed activation, the
 expanded gradient of ``y.sum()``) are copied once into a contiguous tensor
 (:meth:`torch.Tensor.contiguous`) first; contiguous ones are never copied.
 
-On the CPU, NCHW maps go through the channels-last (tokens) kernels: maps in
+On the CPU the kernels write into tensors of PyTorch's own allocator (NumPy's
+asks the kernel for transparent huge pages on large arrays, and the compaction
+that can cost stalled some calls tenfold).  NCHW maps go through the
+channels-last (tokens) kernels: maps in
 ``torch.channels_last`` memory are read in place, others are copied once into
 that order, and ``grad_x`` comes back in it (a ``channels_last`` tensor of the
 NCHW shape).  lbpcore's kernel threads are limited to PyTorch's intra-op thread
@@ -126,12 +129,17 @@ def coefficients(t: torch.Tensor, plan: PatchPlan, e: int, layout: str) -> torch
     the kernels' own order (see :func:`lbpcore._linear._saved_coefficients`).
     """
     kind = engine(t)
-    if kind == "numpy" and layout == "nchw":
+    if kind != "numpy":
+        with kernel_stream(t, kind):
+            a = as_array(t, kind)
+            return as_tensor(_saved_coefficients(namespace(a), a, plan, e, layout))
+    if layout == "nchw":
         b, c, h, w = t.shape
-        t, layout = t.permute(0, 2, 3, 1).reshape(b, h * w, c), "tokens"  # a view of channels_last maps
-    with kernel_stream(t, kind), worker_limit(torch.get_num_threads()):
-        a = as_array(t, kind)
-        return as_tensor(_saved_coefficients(namespace(a), a, plan, e, layout))
+        t = t.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view of channels_last maps
+    out = torch.empty((t.shape[0], e + plan.num_patches * plan.rank, t.shape[-1]), dtype=t.dtype)
+    with worker_limit(torch.get_num_threads()):
+        _saved_coefficients(np, as_array(t, kind), plan, e, "tokens", out=out.numpy())
+    return out
 
 
 def grid_values(coef: torch.Tensor, plan: PatchPlan, e: int, layout: str, shape: tuple) -> torch.Tensor:
@@ -140,10 +148,13 @@ def grid_values(coef: torch.Tensor, plan: PatchPlan, e: int, layout: str, shape:
     Maps on the CPU come back in ``torch.channels_last`` memory.
     """
     kind = engine(coef)
-    with kernel_stream(coef, kind), worker_limit(torch.get_num_threads()):
-        a = as_array(coef, kind)
-        if kind == "numpy" and layout == "nchw":
-            b, c, h, w = shape
-            g = torch.from_numpy(_grad_x(np, a, plan, 0, "tokens"))
-            return g.view(b, h, w, c).permute(0, 3, 1, 2)
-        return as_tensor(_grad_x(namespace(a), a, plan, e, layout))
+    if kind != "numpy":
+        with kernel_stream(coef, kind):
+            a = as_array(coef, kind)
+            return as_tensor(_grad_x(namespace(a), a, plan, e, layout))
+    b, c = coef.shape[0], coef.shape[-1]
+    h, w = plan.grid
+    out = torch.empty((b, e + h * w, c), dtype=coef.dtype)
+    with worker_limit(torch.get_num_threads()):
+        _grad_x(np, as_array(coef, kind), plan, e, "tokens", out=out.numpy())
+    return out.view(b, h, w, c).permute(0, 3, 1, 2) if layout == "nchw" else out
