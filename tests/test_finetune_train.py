@@ -11,6 +11,8 @@ from analysis.finetune import TrainConfig, batch_indices, build_plan, evaluate, 
 from analysis.metrics import relative_error
 from analysis.vit import TinyViT, ViTConfig
 
+from tolerances import backprop_rtol, trajectory_bound
+
 CFG = ViTConfig(image_size=16, patch_size=2, in_chans=1, dim=8, depth=2, heads=2, mlp_ratio=2, num_classes=3,
                 dtype="float64", seed=2)
 
@@ -38,16 +40,92 @@ def run(spec, *, steps=6, seed=0, optimizer="adamw", check_every=0, task=None, *
     return model, res
 
 
+#: The toy's converted layers: 2 blocks x (qkv, proj, fc1, fc2), each summing B * (L + 1) = 8 * 65 rows in grad_W.
+TOY_LAYERS, TOY_INNER = 2 * 4, 8 * 65
+
+
+class _Both:
+    """A plan that runs the dense and the full-basis backward on the same cache and trains with the dense one."""
+
+    def __init__(self, dense, full):
+        self.dense, self.full, self.errors = dense, full, []
+
+    def __getattr__(self, name):
+        return getattr(self.dense, name)
+
+    def backward(self, model, cache, capture=False):
+        rd = self.dense.backward(model, cache, capture=capture)
+        rf = self.full.backward(model, cache, capture=capture)
+        self.errors.append({k: relative_error(rf.grads[k], g) for k, g in rd.grads.items()})
+        return rd
+
+
+class _Perturbed:
+    """A plan whose every gradient gets an isotropic random perturbation of normwise size ``rho * ||g||``."""
+
+    def __init__(self, plan, rho, seed):
+        self.plan, self.rho, self.rng = plan, rho, np.random.default_rng(seed)
+
+    def __getattr__(self, name):
+        return getattr(self.plan, name)
+
+    def backward(self, model, cache, capture=False):
+        res = self.plan.backward(model, cache, capture=capture)
+        norm = np.sqrt(sum(float(np.sum(g * g)) for g in res.grads.values()))
+        n = sum(g.size for g in res.grads.values())
+        for k, g in res.grads.items():
+            res.grads[k] = g + (self.rho * norm / np.sqrt(n)) * self.rng.choice([-1.0, 1.0], size=g.shape)
+        return res
+
+
+def _flat(params, keys):
+    return np.concatenate([np.ravel(params[k]) for k in keys])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_full_basis_gradients_equal_dense_at_every_step(optimizer):
+    """Teacher-forced: at every step of the dense trajectory, both backward paths agree to rounding."""
+    model = TinyViT(CFG)
+    both = _Both(build_plan("dense", model, batch=8), build_plan("lp_linf:8", model, batch=8))
+    cfg = TrainConfig(steps=6, batch_size=8, optimizer=optimizer, lr=5e-3, warmup=2, eval_every=3, seed=0)
+    train(model, both, toy_task(), cfg)
+    bound = backprop_rtol(TOY_LAYERS, TOY_INNER)
+    assert len(both.errors) == 6
+    for step, errors in enumerate(both.errors):
+        for k, e in errors.items():
+            assert e <= bound, (step, k, e, bound)
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_full_basis_reproduces_dense_training(optimizer):
-    dense, rd = run("dense", optimizer=optimizer)
-    full, rf = run("lp_linf:8", optimizer=optimizer)  # 8 x 8 grid, patch 8: every basis, no padding
-    for k in dense.params:
-        assert relative_error(full.params[k], dense.params[k]) < 1e-10, k
-    np.testing.assert_allclose(rf.loss_curve, rd.loss_curve, rtol=1e-10)
+    """Whole runs: the trajectories differ by at most what per-step rounding-sized errors can grow to.
+
+    The bound is measured (:func:`tests.tolerances.trajectory_bound`): runs of the
+    dense path perturbed at every step by the per-step bound ``backprop_rtol``
+    show how this optimizer grows such differences over the run.
+    """
+    steps = 6
+    dense, rd = run("dense", optimizer=optimizer, steps=steps)
+    full, rf = run("lp_linf:8", optimizer=optimizer, steps=steps)  # 8 x 8 grid, patch 8: every basis, no padding
+    keys = sorted(dense.params)
+    n = sum(dense.params[k].size for k in keys)
+    rho = backprop_rtol(TOY_LAYERS, TOY_INNER)
+    ref, ref_loss = _flat(dense.params, keys), np.asarray(rd.loss_curve)
+    devs, loss_devs = [], []
+    for seed in range(3):
+        model = TinyViT(CFG)
+        cfg = TrainConfig(steps=steps, batch_size=8, optimizer=optimizer, lr=5e-3, warmup=2, eval_every=3, seed=0)
+        res = train(model, _Perturbed(build_plan("dense", model, batch=8), rho, seed), toy_task(), cfg)
+        devs.append(float(np.linalg.norm(_flat(model.params, keys) - ref)))
+        loss_devs.append(float(np.linalg.norm(np.asarray(res.loss_curve) - ref_loss)))
+    assert min(devs) > 0  # the perturbation reached the parameters
+    param_bound = trajectory_bound(devs, n, steps)
+    assert np.linalg.norm(_flat(full.params, keys) - ref) <= param_bound
+    assert np.linalg.norm(np.asarray(rf.loss_curve) - ref_loss) <= trajectory_bound(loss_devs, n, steps)
+    # the check has teeth: dropping 15 of the 64 bases moves the trajectory far past the bound
+    near, _ = run("lp_linf:7", optimizer=optimizer, steps=steps)
+    assert np.linalg.norm(_flat(near.params, keys) - ref) > 10 * param_bound
     assert rf.test_accuracy_curve == rd.test_accuracy_curve
-    moved = relative_error(dense.params["blocks.0.mlp.fc1.weight"], TinyViT(CFG).params["blocks.0.mlp.fc1.weight"])
-    assert moved > 1e-3  # the parameters did change
 
 
 def test_low_rank_training_differs_and_checks_are_recorded():

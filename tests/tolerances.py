@@ -66,3 +66,44 @@ def backprop_rtol(layers: int, inner: int, patch: int = 8) -> float:
     most :data:`KAPPA_BACKPROP` on its way through the operations in between.
     """
     return KAPPA_BACKPROP * layers * (inner + 2 * patch**2) * U64
+
+
+# --- training trajectories ----------------------------------------------------
+#
+# Two backward paths that agree in exact arithmetic (full basis and dense) give
+# per-step gradients that agree to rounding (:func:`backprop_rtol`): that is a
+# bound, and the teacher-forced tests compare at it.  A *trajectory* compounds
+# the per-step differences: each step's parameter difference changes the next
+# gradient, and AdamW divides by ``sqrt(v) + eps``, which grows a difference by
+# up to ``lr |H| / sqrt(v)`` per step where a coordinate's gradients are small.
+# No a-priori constant bounds that growth for a given run, so the trajectory
+# tests measure it: they inject, at every step, an isotropic random gradient
+# perturbation of normwise size ``rho ||g||`` (``rho`` = the per-step bound) and
+# measure how far the parameters move (first-order perturbation analysis, as in
+# the stochastic-arithmetic error estimates).  For the linearized trajectory
+# ``D = sum_j J_j e_j``, an isotropic ``e`` in ``n`` coordinates has
+# ``E |J e|^2 = rho^2 |g|^2 |J|_F^2 / n >= rho^2 |g|^2 |J|_2^2 / n``, and
+# independent steps add in quadrature, so a worst-case per-step error of size
+# ``rho |g|`` moves the parameters by at most ``sqrt(n k)`` times the RMS of the
+# perturbed runs' deviations (``k`` steps).  ``TRAJECTORY_SAMPLE_MARGIN`` covers
+# estimating that RMS from a few samples (a chi distribution with ``S n`` degrees
+# of freedom: relative spread ~ 1/sqrt(2 S n), far below 2).
+
+#: Margin on the RMS of the few perturbed runs that estimate a trajectory's growth.
+TRAJECTORY_SAMPLE_MARGIN = 2.0
+
+
+def trajectory_bound(deviations, n_params: int, steps: int) -> float:
+    """Bound on a trajectory difference from perturbed runs' ``deviations`` (see above).
+
+    Parameters
+    ----------
+    deviations : sequence of float
+        Normwise deviations of ``S`` runs perturbed at every step by the per-step bound.
+    n_params : int
+        Parameters the perturbation spreads over.
+    steps : int
+        Optimizer steps.
+    """
+    rms = float(np.sqrt(np.mean(np.square(deviations))))
+    return TRAJECTORY_SAMPLE_MARGIN * np.sqrt(n_params * steps) * rms
