@@ -6,12 +6,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from tolerances import backprop_rtol, trajectory_bound
 
 from analysis.finetune import TrainConfig, batch_indices, build_plan, evaluate, train
 from analysis.metrics import relative_error
 from analysis.vit import TinyViT, ViTConfig
-
-from tolerances import backprop_rtol, trajectory_bound
 
 CFG = ViTConfig(image_size=16, patch_size=2, in_chans=1, dim=8, depth=2, heads=2, mlp_ratio=2, num_classes=3,
                 dtype="float64", seed=2)

@@ -107,3 +107,35 @@ def trajectory_bound(deviations, n_params: int, steps: int) -> float:
     """
     rms = float(np.sqrt(np.mean(np.square(deviations))))
     return TRAJECTORY_SAMPLE_MARGIN * np.sqrt(n_params * steps) * rms
+
+
+# --- componentwise bounds of products -----------------------------------------
+#
+# An entry of a product that cancels has no relative error bound: the classical
+# componentwise one is |fl(A B) - A B| <= gamma_k |A| |B| (k terms per entry,
+# gamma_k = k u / (1 - k u)), whatever order a BLAS kernel sums in.  Two computed
+# paths of the same product differ by at most twice that.
+
+
+def gamma(k: int, u: float = U64) -> float:
+    """``gamma_k = k u / (1 - k u)``: the relative error bound of a ``k``-term sum of products."""
+    ku = k * u
+    if ku >= 1:
+        raise ValueError(f"k u must be below 1, got k={k}, u={u}")
+    return ku / (1 - ku)
+
+
+def assert_product_close(actual, a, b, *, terms=None, err_msg=""):
+    """Assert ``actual`` equals ``a @ b`` within twice the componentwise bound.
+
+    ``terms`` (default the inner dimension) is the number of rounded operations
+    per entry along ``actual``'s own path (e.g. inner products plus a projection's
+    and a reconstruction's sums).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    k = a.shape[-1] if terms is None else int(terms)
+    bound = 2 * gamma(k) * (np.abs(a) @ np.abs(b))
+    diff = np.abs(np.asarray(actual, dtype=np.float64) - a @ b)
+    bad = diff > bound
+    assert not np.any(bad), (f"{err_msg} {int(np.sum(bad))} entries past the componentwise bound 2 gamma_{k} |A||B|; "
+                             f"worst |diff| / bound = {float(np.max(diff / np.where(bound > 0, bound, np.inf))):.3g}")
