@@ -33,7 +33,7 @@ NUMERICAL = (
     "test_backends.py", "test_bases.py", "test_empty_dims.py", "test_testing_module.py", "test_cost.py",
     "test_vit.py", "test_gradient_errors.py", "test_errors.py", "test_spectrum.py", "test_stream.py",
     "test_finetune_train.py", "test_finetune_optim.py", "test_finetune_methods.py", "test_budget.py",
-    "test_torch_models.py", "test_torch_autograd.py", "test_torch_layers.py",
+    "test_torch_models.py", "test_torch_autograd.py", "test_torch_layers.py", "test_doctests.py",
 )
 
 #: (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS): the x86-64 families of different generations
