@@ -116,6 +116,12 @@ class Layer:
 class Method:
     """An approximate backward of a linear layer (the interface of every spec of :func:`get_method`).
 
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (the families' constructors are called by
+        :func:`analysis.methods.get_method`).
+
     Attributes
     ----------
     spec : str
@@ -132,6 +138,14 @@ class Method:
     needs_calibration : bool
         Whether :meth:`backward` needs :meth:`calibrate` first (the fitted
         state is that of one layer).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from analysis.methods import get_method
+    >>> m = get_method("meprop:0.25")
+    >>> m.backward_flops((2, 16, 8), 8, grid=(4, 4)) / (4 * 32 * 8 * 8)  # 2 of 8 entries, plus the selection
+    0.28125
     """
 
     family = ""

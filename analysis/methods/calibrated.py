@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ._base import Method
 
 __all__ = ["Calibrated"]
@@ -22,6 +20,13 @@ __all__ = ["Calibrated"]
 
 class Calibrated(Method):
     """The frozen per-patch KLT of rank ``r`` (see :func:`analysis.methods.get_method`).
+
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    rank : int
+        Directions ``r`` per patch, ``1 <= r <= n*n``.
 
     Examples
     --------

@@ -52,7 +52,7 @@ def quantize(a, bits):
     --------
     >>> import numpy as np
     >>> from analysis.methods.hot import quantize
-    >>> quantize(np.array([1.0, 0.5, -0.2]), 2).tolist()  # levels -1, 0, 1 times 1.0
+    >>> quantize(np.array([1.0, 0.6, -0.2]), 2).tolist()  # levels -1, 0, 1 times 1.0
     [1.0, 1.0, -0.0]
     """
     if bits is None:
@@ -75,6 +75,13 @@ def _parse_bits(value, spec):
 
 class HOT(Method):
     """HOT's backward (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    options : str
+        Comma-separated ``key=value`` pairs (``gx``, ``gw``, ``keep``, ``block``); empty for the defaults.
 
     Examples
     --------

@@ -24,6 +24,13 @@ def _is_energy(bases) -> bool:
 class LBP(Method):
     """LBP-WHT with the selection ``bases`` (see :func:`analysis.methods.get_method`).
 
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    bases : str
+        A selection of :func:`lbpcore.select_bases`.
+
     Examples
     --------
     >>> import numpy as np

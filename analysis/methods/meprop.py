@@ -22,6 +22,13 @@ __all__ = ["MeProp"]
 class MeProp(Method):
     """Top-k sparsification of ``grad_y`` per token (see the module docstring).
 
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    rho : float
+        Kept fraction of each row of ``grad_y``, ``0 < rho <= 1``.
+
     Examples
     --------
     >>> import numpy as np

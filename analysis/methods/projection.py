@@ -28,6 +28,13 @@ __all__ = ["VeLoRA", "CompAct"]
 class VeLoRA(Method):
     """Rank-1 sub-token projection of ``x`` with ``G`` sub-tokens per token (see the module docstring).
 
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    groups : int
+        Sub-tokens ``G`` per token; must divide ``C_in``.
+
     Examples
     --------
     >>> import numpy as np
@@ -89,6 +96,13 @@ class VeLoRA(Method):
 
 class CompAct(Method):
     """Gaussian projection of ``x`` to ``r = ceil(rho C_in)`` columns (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    rho : float
+        Kept fraction of the columns, ``0 < rho <= 1``.
 
     Examples
     --------

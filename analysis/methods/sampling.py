@@ -144,6 +144,13 @@ class _RowSampler(Method):
 class CRS(_RowSampler):
     """Bernoulli column-row sampling of ``k = ceil(rho N)`` rows in expectation (see the module docstring).
 
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    rho : float
+        Expected fraction of the token rows kept, ``0 < rho <= 1``.
+
     Examples
     --------
     >>> import numpy as np
@@ -166,6 +173,13 @@ class CRS(_RowSampler):
 
 class WTACRS(_RowSampler):
     """Winner-take-all column-row sampling of ``k = ceil(rho N)`` rows (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    rho : float
+        Fraction of the token rows in the estimate, ``0 < rho <= 1``.
 
     Examples
     --------
@@ -204,6 +218,13 @@ class WTACRS(_RowSampler):
 
 class RAD(Method):
     """Entries of the saved ``x`` kept with probability ``rho``, scaled by ``1/rho`` (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        The normalized spec (made by :func:`analysis.methods.get_method`).
+    rho : float
+        Probability of keeping an entry of ``x``, ``0 < rho <= 1``.
 
     Examples
     --------
