@@ -257,6 +257,10 @@ class Method:
         """Nothing to fit (the default)."""
 
     def _backward(self, layer, rng):
+        """(grad_x, grad_W); the families with an exact ``grad_x`` define :meth:`_grad_w` only."""
+        return layer.exact_grad_x(), self._grad_w(layer, rng)
+
+    def _grad_w(self, layer, rng):
         raise NotImplementedError
 
     def _saved(self, shape, grid, patch):

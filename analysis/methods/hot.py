@@ -136,7 +136,7 @@ class HOT(Method):
         wh = (h @ w.reshape(nb, self.block, -1)).reshape(nb * self.block, -1)  # H W per block
         return (quantize(gh, self.gx_bits) @ quantize(wh, self.gx_bits)).reshape(layer.x.shape)
 
-    def _grad_w(self, layer):
+    def _tokens_grad_w(self, layer):
         b, length, _ = layer.x.shape
         nt = -(-length // self.block)
         pad = ((0, 0), (0, nt * self.block - length), (0, 0))
@@ -149,7 +149,7 @@ class HOT(Method):
         return quantize(low(layer.grad_y), self.gw_bits).T @ quantize(low(layer.x), self.gw_bits)
 
     def _backward(self, layer, rng):
-        return self._grad_x(layer), self._grad_w(layer)
+        return self._grad_x(layer), self._tokens_grad_w(layer)
 
     def _rows(self, b, length):
         return b * -(-length // self.block) * self.kept

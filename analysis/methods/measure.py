@@ -31,7 +31,7 @@ import numpy as np
 
 from ..metrics import cosine
 from . import get_method
-from ._base import dense_flops
+from ._base import Layer, as_rng, dense_flops
 
 __all__ = ["MethodError", "method_errors", "tokens_view"]
 
@@ -168,9 +168,15 @@ def _halves(b):
 
 
 def _estimate(spec, x, weight, grad_y, kw, rng, calibration, state):
-    """One draw of ``(grad_x, grad_W)`` of ``spec``, calibrated out of sample (see the module docstring)."""
+    """One draw of ``(grad_x, grad_W)`` of ``spec``, calibrated out of sample (see the module docstring).
+
+    ``grad_x`` is None for a method whose ``grad_x`` is exact (not recomputed at every draw).
+    """
     method = get_method(spec)
     if not method.needs_calibration:
+        if method.exact_grad_x:
+            layer = Layer.of(x, weight, grad_y, kw["grid"], kw["patch"], kw["extra_tokens"])
+            return None, method._grad_w(layer, as_rng(rng))
         return method.backward(x, weight, grad_y, rng=rng, **kw)
     if calibration is not None or x.shape[0] < 2:
         if "method" not in state:
@@ -218,7 +224,9 @@ def method_errors(x, weight, grad_y, specs, *, grid=None, patch=8, extra_tokens=
     Returns
     -------
     dict of str to MethodError
-        By normalized spec, in the order given.
+        By normalized spec, in the order given.  A setting the layer does not
+        allow (``velora:G`` with ``G`` not dividing ``C_in``, a rank above
+        ``n*n``) has None errors and the reason in ``info["not_applicable"]``.
 
     Raises
     ------
@@ -258,15 +266,20 @@ def method_errors(x, weight, grad_y, specs, *, grid=None, patch=8, extra_tokens=
         draws = seeds if method.stochastic else 1
         mgx, mgw = _Moments(exact_gx), _Moments(exact_gw)
         state = {}
-        for s in range(draws):
-            gx, gw = _estimate(method.spec, xt, weight, gt, kw, np.random.default_rng([seed, s]), calibration, state)
-            mgx.add(np.asarray(gx, dtype=np.float64))
-            mgw.add(np.asarray(gw, dtype=np.float64))
-        info = dict(state.get("info", {}))
+        try:
+            for s in range(draws):
+                gx, gw = _estimate(method.spec, xt, weight, gt, kw, np.random.default_rng([seed, s]), calibration,
+                                   state)
+                mgx.add(exact_gx if gx is None else np.asarray(gx, dtype=np.float64))
+                mgw.add(np.asarray(gw, dtype=np.float64))
+            info = dict(state.get("info", {}))
+            grads = mgx.result(method.stochastic), mgw.result(method.stochastic)
+        except ValueError as exc:  # a setting this layer does not allow (G not dividing C_in...): no numbers
+            info = {"not_applicable": str(exc)}
+            grads = tuple(dict.fromkeys(("rel_error", "cosine", "bias2", "variance")) for _ in range(2))
         out[method.spec] = MethodError(
             spec=method.spec, family=method.family, unbiased=method.unbiased, exact_grad_x=method.exact_grad_x,
-            stochastic=method.stochastic, seeds=draws, grad_x=mgx.result(method.stochastic),
-            grad_weight=mgw.result(method.stochastic),
+            stochastic=method.stochastic, seeds=draws, grad_x=grads[0], grad_weight=grads[1],
             saved_fraction=method.saved_fraction(xt.shape, c_out, **kw),
             backward_flops=method.backward_flops(xt.shape, c_out, **kw),
             dense_flops=dense_flops(xt.shape, c_out), info=info)

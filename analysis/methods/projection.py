@@ -72,7 +72,7 @@ class VeLoRA(Method):
         v[0] = 1.0
         self.v = mean / norm if norm > 0 and math.isfinite(norm) else v
 
-    def _backward(self, layer, rng):
+    def _grad_w(self, layer, rng):
         c_in = layer.x.shape[-1]
         d = self._sub_size(c_in)
         if self.v.shape[0] != d:
@@ -81,7 +81,7 @@ class VeLoRA(Method):
         z = layer.x2.reshape(-1, self.groups, d) @ v  # (N, G): what is saved
         gz = layer.g2.T @ z  # (C_out, G)
         gw = (gz[:, :, None] * v).reshape(-1, c_in)  # grad_y^T (z v^T), never forming x_hat
-        return layer.exact_grad_x(), gw
+        return gw
 
     def _saved(self, shape, grid, patch):
         b, length, c_in, _, _ = shape
@@ -128,12 +128,12 @@ class CompAct(Method):
         """``r = ceil(rho C_in)`` (at least 1)."""
         return max(1, math.ceil(self.rho * c_in - 1e-9))
 
-    def _backward(self, layer, rng):
+    def _grad_w(self, layer, rng):
         c_in = layer.x.shape[-1]
         r = self.columns(c_in)
         p = (rng.standard_normal((c_in, r)) / math.sqrt(r)).astype(layer.x.dtype, copy=False)
         xp = layer.x2 @ p  # (N, r): what is saved (P is regenerated from the seed)
-        return layer.exact_grad_x(), (layer.g2.T @ xp) @ p.T
+        return (layer.g2.T @ xp) @ p.T
 
     def _saved(self, shape, grid, patch):
         b, length, c_in, _, _ = shape

@@ -71,10 +71,9 @@ def bernoulli_probabilities(scores, k):
     ss = s[order]
     tails = np.cumsum(ss[::-1])[::-1]  # tails[t] = sum of ss[t:]
     t = np.arange(k)
-    c = (k - t) / tails[:k]
-    ok = c * ss[:k] <= 1.0
+    ok = (k - t) * ss[:k] <= tails[:k]  # c_t ss[t] <= 1 with c_t = (k - t) / tails[t], without dividing
     first = int(np.argmax(ok))  # the fewest rows clipped to 1 (t = k - 1 always satisfies it)
-    return np.minimum(1.0, (k - first) / tails[first] * s)
+    return np.minimum(1.0, (k - first) * (s / tails[first]))
 
 
 def wta_split(p, k):
@@ -164,11 +163,11 @@ class CRS(_RowSampler):
 
     family = "crs"
 
-    def _backward(self, layer, rng):
+    def _grad_w(self, layer, rng):
         s = _scores(layer)
         p = bernoulli_probabilities(s, _rows(self.rho, s.shape[0]))
         keep = np.flatnonzero(rng.random(s.shape[0]) < p)
-        return layer.exact_grad_x(), _weighted_grad_w(layer, keep, 1.0 / p[keep])
+        return _weighted_grad_w(layer, keep, 1.0 / p[keep])
 
 
 class WTACRS(_RowSampler):
@@ -194,12 +193,12 @@ class WTACRS(_RowSampler):
 
     family = "wtacrs"
 
-    def _backward(self, layer, rng):
+    def _grad_w(self, layer, rng):
         s = _scores(layer)
         n = s.shape[0]
         total = float(s.sum())
         if total == 0 or not math.isfinite(total):
-            return layer.exact_grad_x(), _weighted_grad_w(layer, np.flatnonzero(s > 0), np.ones(int((s > 0).sum())))
+            return _weighted_grad_w(layer, np.flatnonzero(s > 0), np.ones(int((s > 0).sum())))
         p = s / total
         k = _rows(self.rho, n)
         order, c = wta_split(p, k)
@@ -213,7 +212,7 @@ class WTACRS(_RowSampler):
             hit = np.flatnonzero(counts)
             rows.append(rest[hit])
             weights.append(counts[hit] / ((k - c) * q[hit]))
-        return layer.exact_grad_x(), _weighted_grad_w(layer, np.concatenate(rows), np.concatenate(weights))
+        return _weighted_grad_w(layer, np.concatenate(rows), np.concatenate(weights))
 
 
 class RAD(Method):
@@ -244,11 +243,11 @@ class RAD(Method):
         super().__init__(spec)
         self.rho = rho
 
-    def _backward(self, layer, rng):
+    def _grad_w(self, layer, rng):
         x2 = layer.x2
         if self.rho < 1.0:
             x2 = np.where(rng.random(x2.shape) < self.rho, x2 / np.asarray(self.rho, dtype=x2.dtype), 0)
-        return layer.exact_grad_x(), layer.g2.T @ x2
+        return layer.g2.T @ x2
 
     def _saved(self, shape, grid, patch):
         b, length, c_in, _, _ = shape
