@@ -527,8 +527,15 @@ def _cmd_error(args):
         selection = args.bases if args.bases.strip().startswith("energy") else basis
         report = gradient_errors(x, weight, grad_y, grid=args.grid, patch=args.patch, bases=selection, pad=args.pad,
                                  extra_tokens=args.extra_tokens, layout=args.layout, baselines=args.baselines,
-                                 seed=args.seed, memory=args.memory, scheduler=args.scheduler, progress=True,
-                                 methods=args.methods or (), method_seeds=args.method_seeds or 8)
+                                 seed=args.seed, memory=args.memory, scheduler=args.scheduler, progress=True)
+        if args.methods:  # the published methods need the arrays in memory
+            from .methods.measure import method_errors  # noqa: PLC0415
+            from .metrics import unit_scale  # noqa: PLC0415
+
+            xs, ws, gs = (unit_scale(np.asarray(a)) for a in (x.read(), weight, grad_y.read()))
+            report = replace(report, alternatives=method_errors(
+                xs, ws, gs, args.methods, grid=args.grid, patch=args.patch, extra_tokens=args.extra_tokens,
+                layout=args.layout, seeds=args.method_seeds or 8, seed=args.seed))
     basis = report.selection
     report = to_jsonable(report)
     if None in (g[m] for g in _error_rows(report) for m in ("rel_error", "cosine")):
