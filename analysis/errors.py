@@ -310,6 +310,13 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
         streamed errors equal the in-memory ones to float64 rounding of the
         sums; with ``klt`` or an energy spec the data are read twice
         (:ref:`method-streaming`).
+    methods : sequence of str, optional
+        Published methods to measure too (specs of
+        :func:`analysis.methods.get_method`, e.g. ``("wtacrs:0.3", "hot")``),
+        by :func:`analysis.methods.measure.method_errors`: in
+        :attr:`ErrorReport.alternatives`.  In-memory arrays only.
+    method_seeds : int, optional
+        Draws of each stochastic method for its bias² and variance (default 8).
 
     Returns
     -------
