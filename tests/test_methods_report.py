@@ -93,6 +93,7 @@ def test_report_has_the_methods_table_and_pareto_figure(tmp_path):
     res = build_report(tmp_path / "r", config=cfg, progress=False)
     r = res.results
     assert list(r["summary"]["alternatives"]) == list(PAPER_DEFAULTS)
+    assert 0 < r["summary"]["lbp_saved_fraction"]["median"] < 1
     assert set(r["pareto"]["points"]) == set(cfg.pareto)
     best = r["summary"]["best_at"]
     assert set(best) == {"10%", "30%", "50%"}

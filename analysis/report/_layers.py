@@ -79,6 +79,9 @@ def _layer_analysis(layer, cfg, basis, stream):
         "spectrum_x": sx,
         "spectrum_grad_y": sg,
         "errors": errs,
+        "lbp_saved_fraction": lbpcore.backward_cost(tuple(x.shape), int(weight.shape[0]), grid=layer.grid,
+                                                    patch=cfg.patch, bases=basis, extra_tokens=layer.extra_tokens,
+                                                    layout=layout).memory_ratio,
     }
 
 
@@ -206,6 +209,7 @@ def local_row(pl) -> dict:
         "local": {m: {"grad_weight": g.grad_weight, "grad_x": g.grad_x, "projection": g.projection, "info": g.info}
                   for m, g in errs.methods.items()},
         "alternatives": dict(errs.alternatives),
+        "lbp_saved_fraction": pl["lbp_saved_fraction"],
         "rank": errs.rank,
         "grid": pl["grid"],
         "extra_tokens": pl["extra_tokens"],

@@ -256,7 +256,8 @@ def _alternatives(r):
         return None if v is None else v["median"]
 
     table = [[f"LBP-WHT `{r['setting']['bases']}`", "no", _sci(med(sm["local_grad_weight_error"]["lbp"])), "–", "–",
-              _sci(med(sm["local_grad_x_error"]["lbp"])), "–", _pct(lbp_frac)]]
+              _sci(med(sm["local_grad_x_error"]["lbp"])), _pct(med(sm.get("lbp_saved_fraction"))),
+              _pct(lbp_frac)]]
     for spec, a in alts.items():
         table.append([f"`{spec}`", "yes" if a["unbiased"] else "no", _sci(med(a["grad_weight_rel_error"])),
                       _sci(med(a["grad_weight_bias2"])) if a["stochastic"] else "–",

@@ -178,5 +178,6 @@ def summarize(results) -> dict:
         "end_to_end": {key: _end_to_end(results, rows, key) for key in results["end_to_end"]},
         "ideal_speedup": _stats([r["flops"]["ideal_speedup"] for r in rows]),
         "alternatives": _alternatives(rows),
+        "lbp_saved_fraction": _stats([r.get("lbp_saved_fraction") for r in rows]),
         "best_at": best_at(results.get("pareto", {}).get("points", {})),
     }
