@@ -6,6 +6,9 @@ The package builds on :mod:`lbpcore` (which never imports it):
   the energy a basis selection keeps;
 * :mod:`analysis.errors` – gradient errors of LBP-WHT against the dense
   backward and rank-matched baselines (KLT, DCT, SVD, random);
+* :mod:`analysis.methods` – published approximate-backward methods (VeLoRA,
+  CompAct, WTA-CRS, CRS, meProp, randomized AD, HOT, a calibrated KLT) behind
+  one interface, measured against the dense backward with bias² and variance;
 * :mod:`analysis.vit` and :mod:`analysis.images` – a small vision transformer
   with a manual NumPy backward, on real pictures from matplotlib's sample data;
 * :mod:`analysis.capture` – what chosen layers of a PyTorch model see in one

@@ -2,14 +2,14 @@
 
 Subcommands (``lbp COMMAND --help`` for the options)::
 
-    lbp report   [--out DIR] [--quick] [--subset LAYERS ...] [--quiet]
+    lbp report   [--out DIR] [--quick] [--subset LAYERS ...] [--quiet] [--methods SPEC,...] [--method-seeds S]
                  [--capture FILE [--grid HxW|auto|PATTERN=HxW,...] [--extra-tokens E|PATTERN=E,...]
                   [--memory SIZE] [--scheduler ADDRESS]]
     lbp spectrum FILE --grid HxW [--patch N] [--extra-tokens E] [--layout tokens|nchw]
                  [--key NAME | --layer NAME] [--pad MODE] [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp error    FILE --grid HxW --bases SPEC [--patch N] [--extra-tokens E] [--layer NAME]
-                 [--layout tokens|nchw] [--pad MODE] [--baselines LIST]
-                 [--memory SIZE] [--scheduler ADDRESS] --out DIR
+                 [--layout tokens|nchw] [--pad MODE] [--baselines LIST] [--methods SPEC,...]
+                 [--method-seeds S] [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp bench    [--quick] [--json FILE] [--device cpu|gpu]
     lbp finetune [--quick] [--out DIR] [--seeds N] [--steps N] [--cache-dir DIR] [--quiet]
 
@@ -71,7 +71,7 @@ from .report import ReportConfig, build_report
 from .sources import open_source
 from .spectrum import energy_curves, energy_kept, energy_maps
 
-__all__ = ["main", "build_parser", "parse_grid", "parse_grid_setting"]
+__all__ = ["main", "build_parser", "parse_grid", "parse_grid_setting", "parse_method_list"]
 
 PROG = "lbp"
 
@@ -206,6 +206,61 @@ def _baseline_list(text):
         raise argparse.ArgumentTypeError(f"{exc}; 'none' for no baseline") from None
 
 
+def parse_method_list(text):
+    """Parse ``--methods``: comma-separated specs of :func:`analysis.methods.get_method`, or ``none``.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``wtacrs:0.3,hot:gx=int4,gw=int8,lbp:lp_l1:6``: an entry without a
+        ``:`` but with ``=`` continues the options of the spec before it
+        (``hot``'s ``key=value`` pairs).
+
+    Returns
+    -------
+    tuple of str
+        Normalized specs (empty for ``none``).
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        On a bad spec (the message names the accepted ones).
+
+    Examples
+    --------
+    >>> from analysis.cli import parse_method_list
+    >>> parse_method_list("WTACRS:0.3,hot:gx=int4,keep=1,rad:0.1")
+    ('wtacrs:0.3', 'hot:gx=int4,keep=1', 'rad:0.1')
+    >>> parse_method_list("none")
+    ()
+    """
+    from .methods import get_method  # noqa: PLC0415
+
+    specs = []
+    for entry in (t.strip() for t in str(text).split(",")):
+        if not entry or entry.lower() == "none":
+            continue
+        if specs and ":" not in entry and "=" in entry:
+            specs[-1] += "," + entry
+        else:
+            specs.append(entry)
+    try:
+        return tuple(get_method(spec).spec for spec in specs)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; 'none' for none") from None
+
+
+def _add_method_options(p, default_text):
+    """``--methods`` and ``--method-seeds``: the published methods measured next to LBP-WHT."""
+    p.add_argument("--methods", type=parse_method_list, default=None, metavar="SPEC,...",
+                   help="published approximate-backward methods to measure on the same layers (analysis.methods): "
+                        "lbp:<bases>, velora:G, compact:rho, wtacrs:rho, crs:rho, meprop:rho, rad:rho, "
+                        f"hot[:gx=int4,gw=int8,keep=0.5,block=16], calibrated:r ({default_text}; 'none' for none)")
+    p.add_argument("--method-seeds", type=_integer_option(lambda v: check_int(v, "--method-seeds", minimum=1)),
+                   default=None, metavar="S",
+                   help="draws of each stochastic method, for its bias^2 and variance (default 8)")
+
+
 def _selection(args):
     """The ``--bases`` selection, checked with the other options before any data is read (usage errors)."""
     if args.layout == "nchw" and args.extra_tokens:
@@ -325,6 +380,7 @@ def build_parser():
                    help="also run end to end with LBP-WHT on these layers only: comma-separated names or patterns, "
                         "e.g. 'blocks.3.*' or 'blocks.*.mlp.fc1,blocks.*.attn.proj' (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_method_options(p, "default: the papers' default settings")
     p.add_argument("--capture", metavar="FILE",
                    help="report on the layers of a capture of your own model (analysis.capture: a .npz file, or a "
                         "directory of shards) instead of the built-in workload")
@@ -360,7 +416,8 @@ def build_parser():
     p.add_argument("--baselines", type=_baseline_list, default=("klt", "dct", "svd", "random"), metavar="LIST",
                    help="comma-separated baselines at the same rank (default klt,dct,svd,random; 'none' for none)")
     p.add_argument("--seed", type=_integer_option(lambda v: check_int(v, "seed", minimum=0)), default=0,
-                   help="seed of the random baseline, >= 0 (default 0)")
+                   help="seed of the random baseline and of the stochastic methods, >= 0 (default 0)")
+    _add_method_options(p, "default none")
 
     p = sub.add_parser("bench", help="time dense versus LBP-WHT backward and the WHT (analysis.bench)",
                        description="Benchmark the LBP-WHT backward and the fast Walsh-Hadamard transform "
@@ -434,6 +491,20 @@ def _error_table(rows):
     )
 
 
+def _methods_table(alternatives):
+    """Plain-text table of the published methods of a JSON report: errors, bias^2/variance, costs."""
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    return text_table(
+        ("method", "grad_W rel err", "grad_W bias^2", "grad_W variance", "grad_x rel err", "saved", "FLOPs"),
+        [(spec, num(e["grad_weight"]["rel_error"], ".4e"), num(e["grad_weight"]["bias2"], ".3e"),
+          num(e["grad_weight"]["variance"], ".3e"), num(e["grad_x"]["rel_error"], ".4e"),
+          f"{100 * e['saved_fraction']:.1f}%", f"{100 * e['flops_fraction']:.1f}%")
+         for spec, e in alternatives.items()],
+    )
+
+
 def _error_rows(report):
     """The ``grad_x`` and ``grad_weight`` metric dicts of every method of a JSON report."""
     for g in [report["lbp"], *report.get("baselines", {}).values()]:
@@ -457,6 +528,14 @@ def _cmd_error(args):
         report = gradient_errors(x, weight, grad_y, grid=args.grid, patch=args.patch, bases=selection, pad=args.pad,
                                  extra_tokens=args.extra_tokens, layout=args.layout, baselines=args.baselines,
                                  seed=args.seed, memory=args.memory, scheduler=args.scheduler, progress=True)
+        if args.methods:  # the published methods need the arrays in memory
+            from .methods.measure import method_errors  # noqa: PLC0415
+            from .metrics import unit_scale  # noqa: PLC0415
+
+            xs, ws, gs = (unit_scale(np.asarray(a)) for a in (x.read(), weight, grad_y.read()))
+            report = replace(report, alternatives=method_errors(
+                xs, ws, gs, args.methods, grid=args.grid, patch=args.patch, extra_tokens=args.extra_tokens,
+                layout=args.layout, seeds=args.method_seeds or 8, seed=args.seed))
     basis = report.selection
     report = to_jsonable(report)
     if None in (g[m] for g in _error_rows(report) for m in ("rel_error", "cosine")):
@@ -480,18 +559,26 @@ def _cmd_error(args):
         "grad_x": lbp["grad_x"],
         "grad_weight": lbp["grad_weight"],
         "baselines": baselines,
+        "methods": report.get("alternatives", {}),
         "report": report,
     }
     write_files(args.out, {"error.json": json_text(result)})
     rows = [("LBP-WHT " + basis.spec, report["rank"], lbp["grad_x"], lbp["grad_weight"])]
     rows += [(name, report["rank"], g["grad_x"], g["grad_weight"]) for name, g in baselines.items()]
     print(_error_table(rows))
+    if result["methods"]:
+        print()
+        print(_methods_table(result["methods"]))
     print(f"wrote {args.out}/error.json")
     return 0
 
 
 def _cmd_report(args):
     config = ReportConfig.quick_config() if args.quick else ReportConfig()
+    if args.methods is not None:
+        config = replace(config, methods=args.methods)
+    if args.method_seeds is not None:
+        config = replace(config, method_seeds=args.method_seeds)
     if args.capture is not None:
         if args.subset:
             args.subparser.error("--subset runs the built-in workload end to end; it does not go with --capture")

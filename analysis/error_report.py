@@ -96,6 +96,10 @@ class ErrorReport:
     selection : lbpcore.BasisSet or None
         The LBP selection itself (its ``indices``; for an energy spec the
         bases the data ranked first).  Not part of :meth:`to_dict`.
+    alternatives : dict of str to analysis.methods.measure.MethodError
+        The published methods asked for (``methods=`` of
+        :func:`~analysis.errors.gradient_errors`), by spec; in :meth:`to_dict`
+        when there are any.
 
     Examples
     --------
@@ -117,6 +121,7 @@ class ErrorReport:
     lbp: GradientError
     baselines: dict
     selection: lbpcore.BasisSet | None = field(default=None, repr=False, compare=False)
+    alternatives: dict = field(default_factory=dict)
 
     @property
     def methods(self) -> dict:
@@ -133,6 +138,7 @@ class ErrorReport:
             "bases": self.bases,
             "lbp": self.lbp.to_dict(),
             "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
+            **({"alternatives": {k: v.to_dict() for k, v in self.alternatives.items()}} if self.alternatives else {}),
         }
 
     def rows(self) -> list:

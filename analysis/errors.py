@@ -19,6 +19,7 @@ also streams data larger than memory: shards, Zarr stores, Dask arrays
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -277,7 +278,7 @@ def _streamed_sweep(x, weight, grad_y, geo_args, ks, methods, seed, run, bar) ->
 
 def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0,
                     layout="tokens", baselines=BASELINES, seed=0, memory=None, scheduler=None,
-                    progress=False) -> ErrorReport:
+                    progress=False, methods=(), method_seeds=8) -> ErrorReport:
     """Gradient errors of LBP-WHT and rank-matched baselines against the dense backward.
 
     Parameters
@@ -309,6 +310,13 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
         streamed errors equal the in-memory ones to float64 rounding of the
         sums; with ``klt`` or an energy spec the data are read twice
         (:ref:`method-streaming`).
+    methods : sequence of str, optional
+        Published methods to measure too (specs of
+        :func:`analysis.methods.get_method`, e.g. ``("wtacrs:0.3", "hot")``),
+        by :func:`analysis.methods.measure.method_errors`: in
+        :attr:`ErrorReport.alternatives`.  In-memory arrays only.
+    method_seeds : int, optional
+        Draws of each stochastic method for its bias² and variance (default 8).
 
     Returns
     -------
@@ -341,9 +349,11 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
     >>> bool(rep.baselines["klt"].projection["grad_y"] <= rep.lbp.projection["grad_y"])
     True
     """
-    methods = _check_methods(baselines)
+    methods, published = _check_methods(baselines), _check_published(methods, method_seeds)
     geo_args = (grid, patch, pad, extra_tokens, layout)
     if is_streamed(x, memory, scheduler) or is_streamed(grad_y):
+        if published:
+            raise ValueError("methods= needs the arrays in memory (not a path, source, Dask array or memory budget)")
         run = dict(memory=memory, scheduler=scheduler, progress=progress)
         return _streamed_errors(x, weight, grad_y, geo_args, bases, methods, seed, run)
     x, weight, grad_y = _unit_scaled(x, weight, grad_y)
@@ -354,7 +364,29 @@ def gradient_errors(x, weight, grad_y, *, grid=None, patch=8, bases="lp_l1:6", p
         calibration = calibration_sums(chunk.grad_y_walsh, geo.n, gram="klt" in methods)
     basis = _selection(geo, bases, calibration)
     subspaces = _subspaces(geo, basis, methods, chunk.weight.shape[0], seed, calibration)
-    return _report(error_sums(chunk, subspaces), geo, subspaces)
+    report = _report(error_sums(chunk, subspaces), geo, subspaces)
+    if not published:
+        return report
+    from .methods.measure import method_errors  # noqa: PLC0415 - analysis.methods imports this module
+
+    alternatives = method_errors(x, weight, grad_y, published, grid=grid, patch=geo.n, extra_tokens=extra_tokens,
+                                 layout=layout, seeds=method_seeds, seed=seed)
+    return replace(report, alternatives=alternatives)
+
+
+def _check_published(methods, seeds):
+    """The published-method specs, each checked (a bad one fails before any work)."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    methods = tuple(methods or ())
+    if methods:
+        from .methods import get_method  # noqa: PLC0415 - analysis.methods imports this module
+
+        for spec in methods:
+            get_method(spec)
+        if int(seeds) < 1:
+            raise ValueError(f"method_seeds must be >= 1, got {seeds}")
+    return methods
 
 
 def rank_sweep(x, weight, grad_y, *, grid=None, patch=8, ks=None, methods=BASELINES, pad="reflect",

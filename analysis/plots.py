@@ -21,7 +21,7 @@ import numpy as np
 from .io import to_jsonable
 from .labels import plot_label, plot_style
 
-__all__ = ["new_axes", "plot_spectrum", "plot_energy_curves", "plot_error_curves", "plot_layer_bars"]
+__all__ = ["new_axes", "plot_spectrum", "plot_energy_curves", "plot_error_curves", "plot_layer_bars", "plot_pareto"]
 
 def new_axes(figsize=(5.0, 4.0), dpi=120):
     """A fresh :class:`~matplotlib.axes.Axes` on its own pyplot-free Figure.
@@ -380,6 +380,74 @@ def plot_layer_bars(rows, ax=None, *, metrics=LAYER_METRICS, title=None):
     below = offset_copy(ax.transAxes, fig=ax.figure, y=-26, units="points")  # under the x label
     ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below,
               ncols=min(2, len(metrics)), frameon=False)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return ax
+
+
+_FAMILY_MARKERS = {"lbp": "o", "calibrated": "s", "meprop": "^", "wtacrs": "D", "crs": "d", "rad": "x",
+                   "compact": "+", "velora": "*", "hot": "P"}
+
+
+def plot_pareto(points, ax=None, which="grad_weight", *, title=None, floor=1e-9, budgets=(0.1, 0.3, 0.5)):
+    """Gradient error against backward FLOPs, one line per method family (the Pareto view).
+
+    Parameters
+    ----------
+    points : dict of str to MethodError or dict
+        Spec to :class:`analysis.methods.measure.MethodError` (or its
+        ``to_dict()``), as :func:`analysis.methods.measure.method_errors`
+        returns; each has ``family``, ``flops_fraction`` and ``grad_x`` /
+        ``grad_weight`` with ``rel_error``.
+    ax : matplotlib.axes.Axes, optional
+    which : {"grad_weight", "grad_x"}, optional
+        Gradient to show; default ``"grad_weight"``.
+    title : str, optional
+    floor : float, optional
+        Errors at or below it (rounding only) are left out of the log axis.
+    budgets : sequence of float, optional
+        FLOP fractions marked with vertical lines.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``which``.
+
+    Examples
+    --------
+    >>> from analysis.plots import plot_pareto
+    >>> pts = {f"rad:{r}": {"family": "rad", "flops_fraction": 0.5 + r / 2, "grad_x": {"rel_error": 0.0},
+    ...                     "grad_weight": {"rel_error": 1 - r}} for r in (0.1, 0.3)}
+    >>> ax = plot_pareto(pts)
+    >>> [t.get_text() for t in ax.get_legend().get_texts()]
+    ['rad']
+    """
+    if which not in ("grad_weight", "grad_x"):
+        raise ValueError(f"which must be 'grad_weight' or 'grad_x', got {which!r}")
+    if ax is None:
+        ax = new_axes((6.0, 4.2))
+    families = {}
+    for spec, p in to_jsonable(dict(points)).items():
+        err, frac = p[which]["rel_error"], p["flops_fraction"]
+        if err is not None and frac is not None and err > floor:
+            families.setdefault(p["family"], []).append((frac, err, spec))
+    for k, (family, pts) in enumerate(families.items()):
+        pts.sort()
+        color = plot_style(family, k)[0] if family == "lbp" else f"C{(k + 1) % 10}"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=_FAMILY_MARKERS.get(family, "v"),
+                linestyle="-", markersize=5, linewidth=1.0, label=family)
+    for b in budgets:
+        ax.axvline(b, color="0.6", linewidth=0.7, linestyle=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("backward FLOPs / dense backward FLOPs")
+    ax.set_ylabel(f"relative error of {'grad_W' if which == 'grad_weight' else 'grad_x'}")
+    ax.grid(True, alpha=0.3)
+    if families:
+        ax.legend(fontsize="small", ncol=2)
     if title:
         ax.set_title(title, fontsize="medium")
     return ax

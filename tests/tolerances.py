@@ -139,3 +139,28 @@ def assert_product_close(actual, a, b, *, terms=None, err_msg=""):
     bad = diff > bound
     assert not np.any(bad), (f"{err_msg} {int(np.sum(bad))} entries past the componentwise bound 2 gamma_{k} |A||B|; "
                              f"worst |diff| / bound = {float(np.max(diff / np.where(bound > 0, bound, np.inf))):.3g}")
+
+
+# --- analysis.methods (tests/test_methods*.py): keep-everything limits and samplers
+
+
+def keep_all_bound(inner: int, transform: int = 0) -> float:
+    """Normwise bound, relative to ``||A||_F ||B||_F``, of a product ``A^T B`` computed two ways.
+
+    A sum of ``inner`` products has error at most ``gamma_inner ~ inner u`` times
+    ``|A|^T |B|``, whose Frobenius norm is at most ``||A||_F ||B||_F``; an
+    orthonormal transform of length ``transform`` applied to each factor first
+    adds ``transform u`` per factor.  The method and the dense oracle each err
+    by that much, hence the factor 2.
+    """
+    return 2 * (inner + 2 * transform) * U64
+
+
+#: Markov's inequality on ``||mean_S - exact||^2``, whose expectation is ``V / S`` for an
+#: unbiased sampler of total variance ``V``: exceeding ``MARKOV_T * V / S`` has
+#: probability at most ``1 / MARKOV_T`` (1 %) for a random choice of the fixed seeds.
+MARKOV_T = 100.0
+
+#: z-score bound of a sample mean of S draws against its exact expectation (the CLT:
+#: two-sided tail ~6e-7 at 5 standard errors, fixed seeds).
+Z_BOUND = 5.0

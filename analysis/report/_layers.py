@@ -20,8 +20,10 @@ import lbpcore
 
 from ..errors import gradient_errors, rank_sweep
 from ..io import to_jsonable
+from ..methods.measure import method_errors
 from ..progress import progress_bar
 from ..spectrum import energy_curves, energy_kept, energy_maps
+from ..stream import is_streamed
 from .summary import summarize
 
 __all__ = ["LayerMeasurements", "Stages", "cost_flops", "finish", "flops_row", "local_row",
@@ -61,7 +63,9 @@ def _layer_analysis(layer, cfg, basis, stream):
     kw = {"grid": layer.grid, "patch": cfg.patch, "extra_tokens": layer.extra_tokens, "layout": layout, **stream}
     sx = energy_maps(x, **kw)
     sg = energy_maps(grad_y, **kw)
-    errs = gradient_errors(x, weight, grad_y, bases=basis, baselines=cfg.baselines, seed=cfg.seed, **kw)
+    methods = () if _streamed(x, grad_y, stream) else cfg.methods
+    errs = gradient_errors(x, weight, grad_y, bases=basis, baselines=cfg.baselines, seed=cfg.seed, methods=methods,
+                           method_seeds=cfg.method_seeds, **kw)
     return {
         "layer": layer.name,
         "in_features": int(weight.shape[1]),
@@ -75,7 +79,15 @@ def _layer_analysis(layer, cfg, basis, stream):
         "spectrum_x": sx,
         "spectrum_grad_y": sg,
         "errors": errs,
+        "lbp_saved_fraction": lbpcore.backward_cost(tuple(x.shape), int(weight.shape[0]), grid=layer.grid,
+                                                    patch=cfg.patch, bases=basis, extra_tokens=layer.extra_tokens,
+                                                    layout=layout).memory_ratio,
     }
+
+
+def _streamed(x, grad_y, stream) -> bool:
+    """Whether the layer is streamed (a sharded capture): the published methods then are not measured."""
+    return bool(stream) or is_streamed(x) or is_streamed(grad_y)
 
 
 def _typical_layer(cfg, per_layer):
@@ -105,7 +117,10 @@ class LayerMeasurements:
     sweep : list
         :func:`analysis.errors.rank_sweep` of the typical layer.
     timing : dict
-        Seconds of the ``layers`` and ``sweep`` stages.
+        Seconds of the ``layers``, ``sweep`` and ``pareto`` stages.
+    pareto : dict
+        Spec to :class:`analysis.methods.measure.MethodError` of the settings
+        ``cfg.pareto`` on the typical layer (empty for a streamed layer).
     """
 
     per_layer: dict
@@ -113,6 +128,7 @@ class LayerMeasurements:
     curves: dict
     sweep: list
     timing: dict
+    pareto: dict
 
 
 def measure_layers(layers, cfg, basis, stages, stream=None) -> LayerMeasurements:
@@ -128,7 +144,7 @@ def measure_layers(layers, cfg, basis, stages, stream=None) -> LayerMeasurements
         ``patch``, ``baselines``, ``seed``, ``typical_layer``, ``sweep_ks``.
     basis : lbpcore.BasisSet
     stages : Stages
-        Progress: one step per layer, then two.
+        Progress: one step per layer, then three.
     stream : dict, optional
         ``memory`` and ``scheduler`` of the streamed analyses
         (:func:`analysis.stream.reduce_batches`).
@@ -161,7 +177,16 @@ def measure_layers(layers, cfg, basis, stages, stream=None) -> LayerMeasurements
                        seed=cfg.seed, progress=False, **stream)
     stages.done()
     timing["sweep"] = time.perf_counter() - t
-    return LayerMeasurements(per_layer, typical, curves, sweep, timing)
+    t = time.perf_counter()
+    stages.stage(f"methods against FLOPs {typical}")
+    pareto = {}
+    if cfg.pareto and not _streamed(lay.x, lay.grad_y, stream):
+        pareto = method_errors(lay.x, lay.weight, lay.grad_y, cfg.pareto, grid=lay.grid, patch=cfg.patch,
+                               extra_tokens=lay.extra_tokens, layout=getattr(lay, "layout", "tokens"),
+                               seeds=cfg.method_seeds, seed=cfg.seed)
+    stages.done()
+    timing["pareto"] = time.perf_counter() - t
+    return LayerMeasurements(per_layer, typical, curves, sweep, timing, pareto)
 
 
 def typical_results(lm: LayerMeasurements) -> dict:
@@ -171,6 +196,7 @@ def typical_results(lm: LayerMeasurements) -> dict:
         "spectra": {n: {"x": pl["spectrum_x"], "grad_y": pl["spectrum_grad_y"]} for n, pl in lm.per_layer.items()},
         "energy_curves": {"layer": lm.typical, **lm.curves},
         "rank_sweep": {"layer": lm.typical, "points": lm.sweep},
+        "pareto": {"layer": lm.typical, "points": lm.pareto},
     }
 
 
@@ -182,6 +208,8 @@ def local_row(pl) -> dict:
         "energy_kept_grad_y": pl["energy_kept_grad_y"],
         "local": {m: {"grad_weight": g.grad_weight, "grad_x": g.grad_x, "projection": g.projection, "info": g.info}
                   for m, g in errs.methods.items()},
+        "alternatives": dict(errs.alternatives),
+        "lbp_saved_fraction": pl["lbp_saved_fraction"],
         "rank": errs.rank,
         "grid": pl["grid"],
         "extra_tokens": pl["extra_tokens"],

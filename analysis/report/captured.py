@@ -88,7 +88,7 @@ def run_capture(capture, config=None, *, progress=True, memory=None, scheduler=N
         reasons = "; ".join(f"{s['layer']}: {s['reason']}" for s in skipped[:3])
         raise DataError(f"{where}: no captured layer lies on the token grid ({reasons}); give the grid and extra "
                         "tokens of the layers' inputs (--grid HxW --extra-tokens E)")
-    with blas_limit(cfg.blas_threads), Stages(len(on_grid) + 2, progress) as st:
+    with blas_limit(cfg.blas_threads), Stages(len(on_grid) + 3, progress) as st:
         lm = measure_layers(on_grid, cfg, basis, st, {"memory": memory, "scheduler": scheduler})
     rows = []
     for name, pl in lm.per_layer.items():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import lbpcore
 
 from ..io import figure_bytes
-from ..plots import plot_energy_curves, plot_error_curves, plot_layer_bars, plot_spectrum
+from ..plots import plot_energy_curves, plot_error_curves, plot_layer_bars, plot_pareto, plot_spectrum
 from .summary import EXACT
 
 __all__ = ["FIGURES", "render_figures"]
 
 #: File names of the figures, in the order the report shows them.
-FIGURES = ("fig_spectrum.png", "fig_energy_curves.png", "fig_error_curves.png", "fig_layers.png")
+FIGURES = ("fig_spectrum.png", "fig_energy_curves.png", "fig_error_curves.png", "fig_layers.png", "fig_pareto.png")
 
 _DPI = 110
 
@@ -71,6 +71,14 @@ def _layers(res):
     return fig
 
 
+def _pareto(res):
+    typical = res["pareto"]["layer"]
+    axes = _new_figure((11.0, 4.2)).subplots(1, 2)
+    for ax, which, what in zip(axes, ("grad_weight", "grad_x"), ("weight gradient", "input gradient"), strict=True):
+        plot_pareto(res["pareto"]["points"], ax=ax, which=which, title=f"{typical}: {what}", floor=EXACT)
+    return axes[0].figure
+
+
 def render_figures(results) -> dict:
     """Every figure of the report as PNG bytes, rendered in memory (nothing is written).
 
@@ -85,8 +93,9 @@ def render_figures(results) -> dict:
     dict of str to bytes
         File name (:data:`FIGURES`) to PNG content: the Walsh spectra of the
         typical layer, its energy curves, its rank sweep of gradient errors,
-        and per-layer bars of energy kept, errors (end to end too, when the
-        workload ran any) and FLOPs saved.
+        per-layer bars of energy kept, errors (end to end too, when the
+        workload ran any) and FLOPs saved, and (when measured) the published
+        methods' errors against their backward FLOPs on the typical layer.
 
     Examples
     --------
@@ -95,9 +104,16 @@ def render_figures(results) -> dict:
     >>> pngs = render_figures(run_workload(ReportConfig.quick_config(batch=2), progress=False))
     >>> list(pngs) == ["fig_spectrum.png", "fig_energy_curves.png", "fig_error_curves.png", "fig_layers.png"]
     True
+    >>> "fig_pareto.png" in render_figures(run_workload(ReportConfig.quick_config(batch=2, pareto=("hot",)),
+    ...                                                 progress=False))
+    True
     """
     s = results["setting"]
     basis = lbpcore.select_bases(s["patch"], s["bases"])
-    figures = (_spectrum(results, basis), _energy_curves(results, s["rank"]), _error_curves(results, s["rank"]),
-               _layers(results))
-    return {name: figure_bytes(fig, dpi=_DPI) for name, fig in zip(FIGURES, figures, strict=True)}
+    figures = [_spectrum(results, basis), _energy_curves(results, s["rank"]), _error_curves(results, s["rank"]),
+               _layers(results)]
+    names = list(FIGURES[:4])
+    if results.get("pareto", {}).get("points"):
+        figures.append(_pareto(results))
+        names.append(FIGURES[4])
+    return {name: figure_bytes(fig, dpi=_DPI) for name, fig in zip(names, figures, strict=True)}

@@ -242,6 +242,51 @@ def _per_layer(r):
     ]
 
 
+def _alternatives(r):
+    """The published methods next to LBP-WHT: median errors, bias² and variance, saved fraction, FLOPs."""
+    alts = r["summary"].get("alternatives") or {}
+    if not alts:
+        return []
+    rows = _grid_rows(r)
+    sm = r["summary"]
+    dense = sum(x["flops"]["dense"] for x in rows)
+    lbp_frac = sum(x["flops"]["lbp"] for x in rows) / dense if dense else None
+
+    def med(v):
+        return None if v is None else v["median"]
+
+    table = [[f"LBP-WHT `{r['setting']['bases']}`", "no", _sci(med(sm["local_grad_weight_error"]["lbp"])), "–", "–",
+              _sci(med(sm["local_grad_x_error"]["lbp"])), _pct(med(sm.get("lbp_saved_fraction"))),
+              _pct(lbp_frac)]]
+    for spec, a in alts.items():
+        table.append([f"`{spec}`", "yes" if a["unbiased"] else "no", _sci(med(a["grad_weight_rel_error"])),
+                      _sci(med(a["grad_weight_bias2"])) if a["stochastic"] else "–",
+                      _sci(med(a["grad_weight_variance"])) if a["stochastic"] else "–",
+                      _sci(med(a["grad_x_rel_error"])), _pct(med(a["saved_fraction"])), _pct(a["flops_fraction"])])
+    seeds = max((a["seeds"] for a in alts.values()), default=1)
+    lines = [
+        "## Published alternatives on the same layers",
+        "",
+        "Each method alone on each token-grid layer, from the exact `x` and `grad_y` (`analysis.methods`): median "
+        "over the layers of the relative error of `grad_W` and `grad_x`; for the stochastic methods, the root mean "
+        f"square over {seeds} draws and the split of its square into bias² and variance (relative to "
+        "`||grad_W||²`); the median fraction of the activation bytes saved for the backward; the backward FLOPs "
+        "of all these layers over the dense backward's. The papers' default settings; the calibrated ones "
+        "(VeLoRA, the frozen KLT) are fitted on one half of the batch and measured on the other (cross-fitted).",
+        "",
+        markdown_table(["method", "unbiased", "grad_W err", "bias²", "variance", "grad_x err", "saved", "FLOPs"],
+                       table),
+        "",
+    ]
+    best = sm.get("best_at") or {}
+    if any(best.values()):
+        parts = [f"{k}: `{v['spec']}` ({_sci(v['grad_weight_rel_error'])}, grad_x {_sci(v['grad_x_rel_error'])})"
+                 if v else f"{k}: none" for k, v in best.items()]
+        lines += [f"Lowest `grad_W` error within a backward-FLOP budget, over the settings of "
+                  f"`fig_pareto.png` on `{r['pareto']['layer']}`: " + "; ".join(parts) + ".", ""]
+    return lines
+
+
 def _end_to_end(r):
     keys = list(r["end_to_end"])
     if not keys:  # a capture: one backward pass, no end-to-end run
@@ -311,6 +356,9 @@ def _figures(r, figures):
                                 f"rounding only, below {EXACT:g}, are left out).",
         "fig_layers.png": "Per layer: energy of `grad_y` kept, `grad_W` error alone"
                           + ("" if _captured(r) else " and end to end") + ", and backward FLOPs saved.",
+        "fig_pareto.png": f"Relative error of `grad_W` and `grad_x` against backward FLOPs (over the dense backward's) "
+                          f"in `{r.get('pareto', {}).get('layer')}`, every method at several settings; dotted lines: "
+                          "10%, 30% and 50% of the dense FLOPs (log scale; exact results left out).",
     }
     lines = ["## Figures", ""]
     for name in figures:
@@ -353,7 +401,8 @@ def render_markdown(results, figures=None):
         :func:`~analysis.report.run_capture` (no end-to-end section then).
     figures : sequence of str, optional
         File names of the figures to link (default: the four figures of
-        :func:`analysis.report.figures.render_figures`).
+        :func:`analysis.report.figures.render_figures`; the Pareto figure
+        only when the results hold its points).
 
     Returns
     -------
@@ -370,7 +419,9 @@ def render_markdown(results, figures=None):
     '# LBP-WHT report: a small ViT on real images'
     """
     finetune = finetune_section(results["finetune"]) if "finetune" in results else []
+    if figures is None:
+        figures = [f for f in FIGURES if f != "fig_pareto.png" or results.get("pareto", {}).get("points")]
     sections = (_title(results), _summary(results), finetune, _setup(results), _per_layer(results),
-                _end_to_end(results), _flops(results), _figures(results, FIGURES if figures is None else figures),
+                _alternatives(results), _end_to_end(results), _flops(results), _figures(results, figures),
                 _notes(results))
     return "\n".join(line for section in sections for line in section)

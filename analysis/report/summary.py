@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-__all__ = ["EXACT", "summarize"]
+__all__ = ["EXACT", "BUDGETS", "summarize", "best_at"]
 
 #: Relative errors below this are rounding only (an exact method): no ratio is taken to them,
 #: and the log-scale error figure leaves them out.
@@ -39,6 +39,68 @@ def _lbp_versus(rows, methods):
         versus["svd"]["full_rank_layers"] = [r["layer"] for r in full]
         versus["svd"]["max_error_other_layers"] = max(rest) if rest else None
     return versus
+
+
+#: Backward-FLOP budgets (fractions of the dense backward) at which the best method is named.
+BUDGETS = (0.1, 0.3, 0.5)
+
+
+def _alternatives(rows):
+    """Per published method: medians over the layers of its errors, and its FLOPs over all of them."""
+    specs = list(rows[0].get("alternatives", {})) if rows else []
+    out = {}
+    for spec in specs:
+        es = [r["alternatives"][spec] for r in rows]
+        dense = sum(e["dense_flops"] for e in es)
+        out[spec] = {
+            "family": es[0]["family"], "unbiased": es[0]["unbiased"], "stochastic": es[0]["stochastic"],
+            "seeds": es[0]["seeds"],
+            **{f"{part}_{k}": _stats([e[part][k] for e in es])
+               for part in ("grad_weight", "grad_x") for k in ("rel_error", "bias2", "variance")},
+            "saved_fraction": _stats([e["saved_fraction"] for e in es]),
+            "flops_fraction": sum(e["backward_flops"] for e in es) / dense if dense else None,
+        }
+    return out
+
+
+def best_at(points, budgets=BUDGETS) -> dict:
+    """The method of lowest ``grad_W`` error within each backward-FLOP budget.
+
+    Parameters
+    ----------
+    points : dict of str to dict
+        Spec to a :meth:`analysis.methods.measure.MethodError.to_dict`.
+    budgets : sequence of float, optional
+        Fractions of the dense backward's FLOPs (default :data:`BUDGETS`).
+
+    Returns
+    -------
+    dict of str to dict or None
+        ``"10%"`` (and so on) to ``{"spec", "grad_weight_rel_error", "grad_x_rel_error", "flops_fraction"}``
+        of the best point within the budget, None if none fits.
+
+    Examples
+    --------
+    >>> from analysis.report.summary import best_at
+    >>> pts = {"a": {"grad_weight": {"rel_error": 0.5}, "grad_x": {"rel_error": 0.5}, "flops_fraction": 0.08},
+    ...        "b": {"grad_weight": {"rel_error": 0.1}, "grad_x": {"rel_error": 0.0}, "flops_fraction": 0.6}}
+    >>> best_at(pts, (0.1, 0.5))["10%"]["spec"], best_at(pts, (0.1, 0.5))["50%"]["spec"]
+    ('a', 'a')
+    """
+    out = {}
+    for b in budgets:
+        fit = [(p["grad_weight"]["rel_error"], spec) for spec, p in points.items()
+               if p["flops_fraction"] is not None and p["flops_fraction"] <= b
+               and p["grad_weight"]["rel_error"] is not None]
+        key = f"{round(100 * b)}%"
+        if not fit:
+            out[key] = None
+            continue
+        _, spec = min(fit)
+        p = points[spec]
+        out[key] = {"spec": spec, "grad_weight_rel_error": p["grad_weight"]["rel_error"],
+                    "grad_x_rel_error": p["grad_x"]["rel_error"], "flops_fraction": p["flops_fraction"]}
+    return out
 
 
 def _growth(row, key):
@@ -89,7 +151,10 @@ def summarize(results) -> dict:
         error is lower, the median ratio of the errors, the layers where the
         baseline is exact); ``end_to_end`` (per subset: error statistics, the
         worst layer and parameter, how much errors grow over their local
-        value, FLOPs saved).
+        value, FLOPs saved); ``alternatives`` (per published method: error,
+        bias² and variance statistics, saved fraction, FLOPs over all layers
+        as a fraction of the dense); ``best_at`` (:func:`best_at` of the
+        typical layer's Pareto points).
 
     Examples
     --------
@@ -112,4 +177,7 @@ def summarize(results) -> dict:
         "lbp_versus": _lbp_versus(rows, methods),
         "end_to_end": {key: _end_to_end(results, rows, key) for key in results["end_to_end"]},
         "ideal_speedup": _stats([r["flops"]["ideal_speedup"] for r in rows]),
+        "alternatives": _alternatives(rows),
+        "lbp_saved_fraction": _stats([r.get("lbp_saved_fraction") for r in rows]),
+        "best_at": best_at(results.get("pareto", {}).get("points", {})),
     }

@@ -20,6 +20,7 @@ import lbpcore
 
 from ..finetune import FinetuneConfig
 from ..images import image_batch
+from ..methods import PAPER_DEFAULTS, PARETO_SWEEP
 from ..threads import blas_limit
 from ..vit import TinyViT, ViTConfig, capture_linear_io, gradient_fidelity
 from ._layers import (
@@ -57,6 +58,15 @@ class ReportConfig:
         LBP-WHT selection (default ``"lp_l1:6"``: 21 of 64 bases).
     baselines : tuple of str
         Rank-matched baselines (default ``("klt", "dct", "svd", "random")``).
+    methods : tuple of str
+        Published methods measured on every layer (specs of
+        :func:`analysis.methods.get_method`; default
+        :data:`analysis.methods.PAPER_DEFAULTS`, the papers' settings).
+    method_seeds : int
+        Draws of each stochastic method for its bias² and variance (default 4).
+    pareto : tuple of str
+        Settings measured on the typical layer for the error-against-FLOPs
+        figure (default :data:`analysis.methods.PARETO_SWEEP`).
     subsets : tuple of (str, str, str)
         End-to-end runs: ``(key, layer selection, description)``; the
         selection is as ``lbp`` of :meth:`analysis.vit.TinyViT.resolve_lbp`
@@ -99,6 +109,9 @@ class ReportConfig:
     patch: int = 8
     bases: str = "lp_l1:6"
     baselines: tuple = ("klt", "dct", "svd", "random")
+    methods: tuple = PAPER_DEFAULTS
+    method_seeds: int = 4
+    pareto: tuple = PARETO_SWEEP
     subsets: tuple = (
         ("all", "all", "every token-grid linear layer"),
         ("blocks", "blocks.*", "every layer of the transformer blocks, patch embedding dense"),
@@ -125,7 +138,8 @@ class ReportConfig:
         -------
         ReportConfig
             4 crops of 32 x 32 pixels (an 8 x 8 token grid, one patch), width 32,
-            depth 2, rank sweep over ``k`` in (1, 3, 6, 10, 15), no fine-tuning.
+            depth 2, rank sweep over ``k`` in (1, 3, 6, 10, 15), no fine-tuning,
+            the published methods with 2 draws each and no Pareto sweep.
 
         Examples
         --------
@@ -134,7 +148,7 @@ class ReportConfig:
         2
         """
         base = cls(batch=4, image_size=32, vit={"patch_size": 4, "dim": 32, "depth": 2, "heads": 2},
-                   sweep_ks=(1, 3, 6, 10, 15), quick=True, finetune=False)
+                   sweep_ks=(1, 3, 6, 10, 15), quick=True, finetune=False, method_seeds=2, pareto=())
         return replace(base, **changes)
 
     def to_dict(self) -> dict:
@@ -217,7 +231,7 @@ def _measure(cfg, model, basis, progress) -> _Measurements:
     """Run every stage, with progress and timings."""
     grid_layers = model.token_layers
     timing = {}
-    steps = 2 + len(grid_layers) + 2 + len(cfg.subsets)
+    steps = 2 + len(grid_layers) + 3 + len(cfg.subsets)
     with blas_limit(cfg.blas_threads), Stages(steps, progress) as st:
         st.stage("images and model")
         t = time.perf_counter()
