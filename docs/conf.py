@@ -115,7 +115,7 @@ html_theme_options = {
     "secondary_sidebar_items": ["page-toc", "sourcelink"],  # in-page contents, source link
     "show_toc_level": 2,
     "navigation_with_keys": False,
-    "header_links_before_dropdown": 7,
+    "header_links_before_dropdown": 6,  # the rest under "More": one line at 1200 px
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version", "theme-version"],
 }
