@@ -10,6 +10,12 @@ matplotlib's ``plot`` directive from code that calls :mod:`lbpcore` and
 pages of :mod:`lbpcore.torch`, and where it is not installed it is mocked
 (``autodoc_mock_imports``), so the build does not need it (the class signatures
 there then read ``(*args, **kwargs)``).
+
+Viewing the site needs no network either: the theme (pydata-sphinx-theme) ships
+its scripts and fonts, and MathJax is copied into ``_static/mathjax``
+(sphinx-mathjax-offline); tests/test_docs_offline.py checks it.  The gallery's
+figures are committed PNGs (docs/gallery/regenerate.py, checked by
+tests/test_docs_gallery.py).
 """
 
 from __future__ import annotations

@@ -274,7 +274,8 @@ def test_docs_extra_installs_the_build():
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     docs = " ".join(project["optional-dependencies"]["docs"]).lower()
-    for requirement in ("sphinx", "numpydoc", "myst-parser", "matplotlib"):
+    for requirement in ("sphinx", "numpydoc", "myst-parser", "matplotlib", "pydata-sphinx-theme",
+                        "sphinx-copybutton", "sphinx-mathjax-offline"):
         assert requirement in docs, f"the docs extra does not install {requirement}"
 
 
