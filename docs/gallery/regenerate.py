@@ -59,7 +59,7 @@ def tutorial_capture_code(path=TUTORIAL) -> str:
 def _lbp(args, cwd):
     command = [sys.executable, "-m", "analysis", *args]
     print("$ lbp " + " ".join(args), flush=True)
-    subprocess.run(command, cwd=cwd, check=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    subprocess.run(command, cwd=cwd, check=True, env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)})
 
 
 def regenerate(runs=tuple(RUNS)) -> dict:
