@@ -274,7 +274,8 @@ def test_docs_extra_installs_the_build():
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     docs = " ".join(project["optional-dependencies"]["docs"]).lower()
-    for requirement in ("sphinx", "numpydoc", "myst-parser", "matplotlib"):
+    for requirement in ("sphinx", "numpydoc", "myst-parser", "matplotlib", "pydata-sphinx-theme",
+                        "sphinx-copybutton", "sphinx-mathjax-offline"):
         assert requirement in docs, f"the docs extra does not install {requirement}"
 
 
@@ -282,3 +283,120 @@ def test_index_toctree_lists_pages():
     index = (DOCS / "index.md").read_text(encoding="utf-8")
     for entry in ("getting_started", "method", "tutorials/index", "api/index", "benchmarks"):
         assert re.search(rf"^{re.escape(entry)}$", index, flags=re.M), f"index.md toctree lacks {entry}"
+
+
+# -- cross-references from the tutorials to the API ---------------------------
+
+_ROLE = re.compile(r"\{(?:func|class|meth|mod|data|attr|obj|exc)\}`([^`]*)`")
+_OWN = ("lbpcore", "analysis")
+
+
+def documented_names() -> set:
+    """Full names that the API pages document: ``automodule``s and ``autosummary`` entries."""
+    names = set()
+    for rst in sorted((DOCS / "api").glob("*.rst")):
+        module, in_summary = None, False
+        for line in rst.read_text(encoding="utf-8").splitlines():
+            m = re.match(r"\.\. (currentmodule|automodule):: (\S+)", line)
+            if m:
+                if m.group(1) == "automodule":
+                    names.add(m.group(2))
+                else:
+                    module = m.group(2)
+                in_summary = False
+            elif line.startswith(".. autosummary::"):
+                in_summary = True
+            elif in_summary and line.startswith("   ") and not line.strip().startswith(":"):
+                names.add(f"{module}.{line.strip()}")
+            elif in_summary and line.strip() and not line.startswith(" "):
+                in_summary = False
+    return names
+
+
+def _resolve(name):
+    """The object that the dotted ``name`` names (None if it does not import)."""
+    import importlib  # noqa: PLC0415 - only these tests import by name
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            obj = getattr(obj, part, None)
+        return obj
+    return None
+
+
+def api_used(page: Path) -> set:
+    """Dotted names of :mod:`lbpcore` / :mod:`analysis` objects that the page's code imports or calls."""
+    import ast  # noqa: PLC0415 - only these tests parse code
+
+    used = set()
+    for block in parse_blocks(page):
+        if block.kind not in ("python", "pycon", "plot"):
+            continue
+        tree = ast.parse(_python_source(block))
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in _OWN:
+                used.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] in _OWN:
+                        aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+                        used.add(a.name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                parts, value = [], node
+                while isinstance(value, ast.Attribute):
+                    parts.append(value.attr)
+                    value = value.value
+                if isinstance(value, ast.Name) and value.id in aliases:
+                    used.add(".".join([aliases[value.id], *reversed(parts)]))
+    return used
+
+
+def _references(text: str) -> set:
+    targets = set()
+    for m in _ROLE.finditer(text):
+        target = m.group(1)
+        if "<" in target:
+            target = target[target.index("<") + 1:target.rindex(">")]
+        targets.add(target.lstrip("~"))
+    return targets
+
+
+TUTORIALS = [p for p in PAGES if p.startswith("tutorials/") and p != "tutorials/index.md"]
+
+
+@pytest.mark.parametrize("page", TUTORIALS)
+def test_tutorial_links_the_api_it_uses(page, monkeypatch):
+    """Every documented lbpcore/analysis object a tutorial's code uses is cross-referenced on the page,
+    under a name the API pages document (Sphinx renders an undocumented target as plain text)."""
+    import inspect  # noqa: PLC0415 - only these tests inspect objects
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    documented = documented_names()
+    canonical = {}  # id(object) -> documented name (the shortest, i.e. the public one)
+    for name in sorted(documented, key=lambda n: (len(n), n)):
+        obj = _resolve(name)
+        if inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj):
+            canonical.setdefault(id(obj), name)
+    text = (DOCS / page).read_text(encoding="utf-8")
+    refs = _references(text)
+    missing = []
+    for name in sorted(api_used(DOCS / page)):
+        obj = _resolve(name)
+        if obj is None:  # lbpcore.torch without PyTorch
+            continue
+        target = name if name in documented else canonical.get(id(obj))
+        if target is not None and target not in refs:
+            missing.append(target)
+    assert not missing, f"{page} uses but does not cross-reference: {missing}"
+    # a method or attribute counts as documented on its documented class's page
+    own = {t for t in refs if t.split(".")[0] in _OWN and t not in documented
+           and not (t.rpartition(".")[0] in documented and inspect.isclass(_resolve(t.rpartition(".")[0]))
+                    and hasattr(_resolve(t.rpartition(".")[0]), t.rpartition(".")[2]))}
+    assert not own, f"{page} references undocumented names: {sorted(own)}"
