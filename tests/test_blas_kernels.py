@@ -45,10 +45,11 @@ KEYWORDS = "not test_doctests or lbpcore or analysis.vit or analysis.finetune or
 LANES = 2
 
 #: (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS): the x86-64 families of different generations
-#: (AVX2 from Intel and from AMD, AVX-512, AVX, SSE3), then the default kernel on one thread.
+#: (AVX2 from Intel and from AMD, AVX-512, SSE3), then the default kernel on one thread.
+#: (Sandybridge's AVX kernels passed too, by hand, on 2026-12-07; left out for CI's time.)
 #: A build may map a family onto another's kernels (NumPy's OpenBLAS runs Haswell's for Zen);
 #: a configuration whose kernels an earlier one already ran is skipped.
-CONFIGS = (("Haswell", 2), ("SkylakeX", 2), ("Zen", 2), ("Sandybridge", 2), ("Prescott", 2), (None, 1))
+CONFIGS = (("Haswell", 2), ("SkylakeX", 2), ("Zen", 2), ("Prescott", 2), (None, 1))
 
 _PROBE = (
     "import json, numpy, threadpoolctl;"

@@ -81,8 +81,22 @@ class _LBPLinearFunction(torch.autograd.Function):
                 del gs, gs2  # dead: freed before grad_x is allocated
                 gx = grid_values(gxs, plan, e, layout, x_shape)
         if need_bias:
-            gb = grad_y.sum(dim=(0, 1) if layout == "tokens" else (0, 2, 3))
+            gb = _bias_grad(grad_y, layout)
         return gx, gw, gb, None, None, None
+
+
+def _bias_grad(grad_y, layout):
+    """``grad_y`` summed over everything but its channels, along its memory order.
+
+    A reduction over ``(0, 2, 3)`` of a channels-last map walks it against its
+    memory (8 ms against 0.7 for a ``(8, 192, 56, 56)`` map on 2 cores): such a
+    map is summed as the ``(B H W, C)`` matrix it is in memory instead.
+    """
+    if layout == "tokens":
+        return grad_y.reshape(-1, grad_y.shape[-1]).sum(dim=0)
+    if grad_y.is_contiguous(memory_format=torch.channels_last) and not grad_y.is_contiguous():
+        return grad_y.permute(0, 2, 3, 1).reshape(-1, grad_y.shape[1]).sum(dim=0)
+    return grad_y.sum(dim=(0, 2, 3))
 
 
 def lbp_linear(x, weight, bias=None, *, grid="auto", patch=8, bases="lp_l1:6", pad="reflect", extra_tokens=0,
