@@ -308,7 +308,7 @@ def _npz_shard(path, key):
                                         header.fortran)
     except DataError:
         raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:  # RuntimeError: 'encrypted'
         raise DataError(f"{where}: cannot read as .npz: {' '.join(str(exc).split())}") from None
     return _LoadedShard(label, load_array(path, key))
 

@@ -123,7 +123,8 @@ def _read(path, key, check):
             arrays = {k: np.array(z[k]) for k in z.files if k != _META}
         if check is not None:
             check(arrays)
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, RuntimeError, zipfile.BadZipFile,
+            NotImplementedError, json.JSONDecodeError):  # RuntimeError: zipfile's 'encrypted' (a flipped flag bit)
         return None
     return arrays, meta.get("info", {})
 
