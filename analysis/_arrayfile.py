@@ -199,5 +199,6 @@ def read_npz(path, key=None) -> tuple[str, np.ndarray]:
                 return key, np.lib.format.read_array(fh, allow_pickle=False)
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile, NotImplementedError) as exc:
+        # RuntimeError: zipfile's 'encrypted, password required' (a flipped flag bit)
         raise DataError(f"{where}: cannot read as .npz: {_first_line(exc)}") from None

@@ -316,7 +316,8 @@ def _headers(path: Path) -> dict:
                     out[info.filename[:-4]] = header.shape
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile, NotImplementedError) as exc:
+        # RuntimeError: zipfile's 'encrypted, password required' (a flipped flag bit)
         raise DataError(f"{path}: cannot read as a capture (.npz): {exc}") from None
     return out
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .capture import FIELDS, MANIFEST
 from .io import json_text
-from .shards import DEFAULT_SHARD_SIZE, ShardWriter
+from .shards import DEFAULT_SHARD_SIZE, ShardWriter, _check_name
 from .sources import BatchSource
 
 __all__ = ["CaptureWriter"]
@@ -29,6 +29,17 @@ def _chunks(array):
             yield array.read(start, start + int(shard.shape[0]))
     else:
         yield np.asarray(array)
+
+
+def _check_layer_name(name) -> None:
+    """Raise unless layer ``name`` is a directory path that reads back as the same name."""
+    try:
+        ok = _check_name(name) == name
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"layer name {name!r} cannot name a directory of a sharded capture (empty, '.' or '..' "
+                         "parts, a leading or doubled '/', a backslash): save this capture as a .npz (Capture.save)")
 
 
 class CaptureWriter(ShardWriter):
@@ -99,10 +110,13 @@ class CaptureWriter(ShardWriter):
         Raises
         ------
         ValueError
-            If the layers or a weight differ from the first step's, or a
-            shape does not fit the earlier shards.
+            If the layers or a weight differ from the first step's, a
+            shape does not fit the earlier shards, or a layer name cannot be
+            a directory (see :func:`analysis.shards.ShardWriter.append`).
         """
         if self.steps == 0:
+            for name in capture.layers:
+                _check_layer_name(name)
             self.grid = capture.grid if self.grid is None else self.grid
             self.extra_tokens = capture.extra_tokens if self.extra_tokens is None else self.extra_tokens
             if not self._explicit:

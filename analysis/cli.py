@@ -438,7 +438,7 @@ def build_parser():
     p.add_argument("--seeds", type=positive, metavar="N", help="seeds per method (default 3; 1 with --quick)")
     p.add_argument("--steps", type=positive, metavar="N",
                    help="adaptation steps per run (default 200; 80 with --quick)")
-    p.add_argument("--cache-dir", metavar="DIR",
+    p.add_argument("--cache-dir", type=path_option, metavar="DIR",
                    help="cache of pretrained parameters (default $LBP_CACHE_DIR, else ~/.cache/lbpcore)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_finetune, subparser=p)

@@ -308,9 +308,22 @@ def _npz_shard(path, key):
                                         header.fortran)
     except DataError:
         raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:  # RuntimeError: 'encrypted'
         raise DataError(f"{where}: cannot read as .npz: {' '.join(str(exc).split())}") from None
     return _LoadedShard(label, load_array(path, key))
+
+
+def _check_numbering(files, name):
+    """Raise if the shards of a directory are numbered as :class:`analysis.shards.ShardWriter` numbers them
+    (``000000.npy``, ``000001.npy``...) with a number missing: a lost shard, not a smaller batch."""
+    stems = [Path(f).stem for f in files]
+    if not stems or not all(len(t) == 6 and t.isdigit() for t in stems):
+        return
+    missing = sorted(set(range(max(int(t) for t in stems) + 1)) - {int(t) for t in stems})
+    if missing:
+        shown = ", ".join(f"{m:06d}.npy" for m in missing[:5]) + (f", ... ({len(missing)} in all)"
+                                                                 if len(missing) > 5 else "")
+        raise DataError(f"{name}: shard(s) {shown} missing: the shards are numbered from 000000.npy without gaps")
 
 
 def _shard_files(files, name):
@@ -409,10 +422,11 @@ def open_source(path, key=None) -> BatchSource:
                     return open_source(candidate)
             names = sorted({c.stem for c in p.iterdir() if c.is_dir() or c.suffix.lower() == ".npy"})
             raise DataError(f"{text}: no array {key!r} (it has: {', '.join(names) or 'nothing'})")
-        files = [c for c in p.iterdir() if c.is_file() and c.suffix.lower() == ".npy"]
+        files = [c for c in p.iterdir() if not c.is_dir() and c.suffix.lower() == ".npy"]  # a dangling link too
         if any(c.is_dir() for c in p.iterdir()):  # a dataset: x/, grad_y/, weight.npy...
             names = sorted({c.stem if c.is_file() else c.name for c in p.iterdir() if c.is_dir() or c in files})
             raise DataError(f"{text}: holds arrays {', '.join(names)}; choose one with a key")
+        _check_numbering(files, text)
         return _shard_files(files, text)
     suffix = p.suffix.lower()
     if suffix == ".npy":

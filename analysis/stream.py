@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 import sys
 import threading
 import time
@@ -30,6 +31,8 @@ from .threads import blas_limit
 __all__ = ["SPLIT_EVERY", "WAVE_CHUNKS", "THREAD_ALLOWANCE", "StreamInfo", "reduce_batches", "as_batches",
            "is_streamed", "is_dask_array"]
 
+#: Longest wait (s) for the TCP port of a scheduler address to answer, before Dask's own connection.
+PROBE_SECONDS = 5.0
 #: Partial results Dask adds up in one task of the summation tree.
 SPLIT_EVERY = 2
 #: Chunks per Dask graph (at least four per thread): a batch of any length is computed graph after
@@ -241,6 +244,38 @@ def _dask_input(x, bounds):
 # schedulers
 
 
+def _probe(address, timeout):
+    """Raise ConnectionError at once for a malformed ``address``, or when nothing answers at its TCP port.
+
+    Dask's client retries a refused connection until its connect timeout (30 s
+    unless configured); a scheduler that is not there fails in milliseconds
+    here (or after ``timeout`` seconds for a host that does not answer).
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port  # noqa: PLC0415 - optional (dask extra)
+
+    scheme, location = parse_address(address)
+    # not inproc:// (a scheduler of this same process) nor an unknown scheme: a Client made for those fails,
+    # then hangs for 60 s when the interpreter exits
+    if scheme not in ("tcp", "tls", "ws", "wss", "ucx"):
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: the address must be "
+                              f"tcp://host:port (or tls, ws, wss, ucx), got the scheme {scheme!r}")
+    host, port = parse_host_port(location)
+    if scheme == "ucx":
+        return
+    if not 0 < port < 65536:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: port {port} is out of range")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: connection refused (no scheduler "
+                              "listens there)") from None
+    except TimeoutError:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: no answer within {timeout:g} s") from None
+    except (OSError, OverflowError) as exc:  # an unknown host, a port out of range, no route...
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: "
+                              f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
+
+
 def _client(scheduler):
     try:
         import dask  # noqa: PLC0415 - optional (dask extra)
@@ -251,7 +286,10 @@ def _client(scheduler):
         return scheduler, False
     try:  # Dask's connect timeout (distributed.comm.timeouts.connect, 30 s unless configured)
         timeout = dask.config.get("distributed.comm.timeouts.connect")
+        _probe(str(scheduler), min(PROBE_SECONDS, dask.utils.parse_timedelta(timeout)))
         return Client(str(scheduler), timeout=timeout, set_as_default=False), True
+    except ConnectionError:  # from _probe, already the whole story
+        raise
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: "
                               f"{' '.join(str(exc).split()) or type(exc).__name__}") from None

@@ -164,3 +164,25 @@ MARKOV_T = 100.0
 #: z-score bound of a sample mean of S draws against its exact expectation (the CLT:
 #: two-sided tail ~6e-7 at 5 standard errors, fixed seeds).
 Z_BOUND = 5.0
+
+
+# --- hostile inputs on the newer surfaces (issue 19, item 3) --------------------
+
+#: Margin over the rounding bound of :func:`single_layer_rtol` (the bound is a
+#: worst case; 10 covers the constant of ``gamma_k`` and the reduction orders of
+#: different BLAS kernels, and still sits orders of magnitude below any real
+#: difference such as a missing term, which is O(1) relative).
+SINGLE_LAYER_MARGIN = 10.0
+
+
+def single_layer_rtol(inner: int, patch: int) -> float:
+    """Normwise relative tolerance, float64, of one full-basis layer against the dense one (no chain).
+
+    The same bound as :func:`backprop_rtol` for a single layer, without the
+    growth through other layers: at most ``(inner + 2 patch**2) u`` (a product
+    summing ``inner`` terms after a projection and before a reconstruction of
+    ``patch**2`` terms each), times :data:`SINGLE_LAYER_MARGIN`.  Gradients
+    summed over ``k`` backward calls or calls of a shared module add the errors
+    of ``k`` such terms: pass ``inner`` times ``k``.
+    """
+    return SINGLE_LAYER_MARGIN * (inner + 2 * patch**2) * U64

@@ -10,12 +10,15 @@ the old output as it was).
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._outdir import check_output_dir
 from ..io import json_text, write_files
+from .cache import default_cache_dir
 from .experiment import FinetuneConfig, run_finetune
 from .figures import render_figures
 from .markdown import render_markdown
@@ -78,7 +81,7 @@ def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=
     ------
     OSError
         If ``out`` cannot receive the output set (not a directory, not
-        writable...; checked before the run, see
+        writable, ``cache_dir`` inside it...; checked before the run, see
         :func:`analysis.io.write_files`), or the files cannot be written: the
         old content of ``out`` is then left as it was.
 
@@ -99,7 +102,12 @@ def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=
     """
     t0 = time.perf_counter()
     out = Path(out)
-    check_output_dir(out)  # fail before a long run, not after it
+    real = check_output_dir(out)  # fail before a long run, not after it
+    cache = Path(os.path.realpath(default_cache_dir() if cache_dir is None else cache_dir))
+    if cache != real and real in cache.parents:
+        raise IsADirectoryError(errno.EISDIR, f"holds the pretraining cache {cache_dir or cache}, and the output "
+                                "directory holds files only: give a cache directory outside it (or the same one)",
+                                str(out))
     results = run_finetune(FinetuneConfig.full() if config is None else config, cache_dir=cache_dir,
                            progress=progress)
     summary = summarize(results)

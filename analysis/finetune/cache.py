@@ -15,10 +15,12 @@ given.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -123,9 +125,25 @@ def _read(path, key, check):
             arrays = {k: np.array(z[k]) for k in z.files if k != _META}
         if check is not None:
             check(arrays)
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, RuntimeError, zipfile.BadZipFile,
+            NotImplementedError, json.JSONDecodeError):  # RuntimeError: zipfile's 'encrypted' (a flipped flag bit)
         return None
     return arrays, meta.get("info", {})
+
+
+def _check_writable(directory: Path) -> None:
+    """Raise OSError naming ``directory`` unless an entry can be written in it (created if missing)."""
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is not a directory, so the pretraining cache cannot be written "
+                                 "there: give another directory (--cache-dir DIR or $LBP_CACHE_DIR)", str(directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", suffix=".tmp", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(exc.errno, f"the pretraining cache cannot be written there ({exc.strerror or exc}): give "
+                                 "another directory (--cache-dir DIR or $LBP_CACHE_DIR)", str(directory)) from None
 
 
 def load_or_build(spec, build, *, cache_dir=None, check=None):
@@ -150,6 +168,13 @@ def load_or_build(spec, build, *, cache_dir=None, check=None):
     info : dict
     status : {"hit", "built", "rebuilt"}
         ``"rebuilt"`` when an unreadable, stale or failing entry was replaced.
+
+    Raises
+    ------
+    OSError
+        On a miss, if ``cache_dir`` cannot be created or written (checked
+        before ``build`` runs; a valid entry in a read-only directory is a
+        hit).
     path : pathlib.Path
 
     Examples
@@ -172,6 +197,7 @@ def load_or_build(spec, build, *, cache_dir=None, check=None):
         found = _read(path, key, check)
         if found is not None:
             return found[0], found[1], "hit", path
+    _check_writable(path.parent)  # before the build, not after it
     arrays, info = build()
     arrays = {str(k): np.asarray(v) for k, v in arrays.items()}
     if _META in arrays:

@@ -176,6 +176,9 @@ def _pretrain(cfg, task, cache_dir, progress):
 
     def check(arrays):
         TinyViT(cfg.model, params=arrays)  # raises ValueError on missing names or wrong shapes
+        bad = [k for k, a in arrays.items() if not np.isfinite(a).all()]
+        if bad:  # a diverged pretraining, or a damaged entry: rebuilt
+            raise ValueError(f"non-finite pretrained parameters {bad}")
 
     arrays, info, status, path = load_or_build(cfg.pretrain_spec(), build, cache_dir=cache_dir, check=check)
     return arrays, dict(info, cache=status, cache_file=path.name)

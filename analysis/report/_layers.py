@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 import lbpcore
+from lbpcore._validation import check_grad_y, check_layer_input, check_weight
 
 from ..errors import gradient_errors, rank_sweep
-from ..io import to_jsonable
+from ..io import DataError, to_jsonable
 from ..methods.measure import method_errors
 from ..progress import progress_bar
 from ..spectrum import energy_curves, energy_kept, energy_maps
@@ -61,6 +62,9 @@ def _layer_analysis(layer, cfg, basis, stream):
     x, weight, grad_y = layer.x, layer.weight, layer.grad_y
     layout = getattr(layer, "layout", "tokens")
     kw = {"grid": layer.grid, "patch": cfg.patch, "extra_tokens": layer.extra_tokens, "layout": layout, **stream}
+    check_weight(tuple(weight.shape))  # the three shapes first: the spectrum of grad_y would call it x
+    check_layer_input(tuple(x.shape), tuple(weight.shape), layout)
+    check_grad_y(tuple(x.shape), int(weight.shape[0]), tuple(grad_y.shape), layout)
     sx = energy_maps(x, **kw)
     sg = energy_maps(grad_y, **kw)
     methods = () if _streamed(x, grad_y, stream) else cfg.methods
@@ -158,7 +162,12 @@ def measure_layers(layers, cfg, basis, stages, stream=None) -> LayerMeasurements
     per_layer = {}
     for name, layer in layers.items():
         stages.stage(f"layer {name}")
-        per_layer[name] = _layer_analysis(layer, cfg, basis, stream)
+        try:
+            per_layer[name] = _layer_analysis(layer, cfg, basis, stream)
+        except ValueError as exc:  # a layer whose arrays do not fit together: say which
+            if name in str(exc) or type(exc) not in (ValueError, DataError):
+                raise
+            raise type(exc)(f"layer {name!r}: {exc}") from None
         stages.done()
     timing = {"layers": time.perf_counter() - t}
 

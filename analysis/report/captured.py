@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 import lbpcore
 
 from ..io import DataError
+from ..sources import BatchSource
 from ..threads import blas_limit
 from ._layers import Stages, cost_flops, finish, local_row, measure_layers, setting, typical_results
 from .workload import ReportConfig
@@ -28,6 +31,22 @@ def _flops(rows) -> dict:
     lbp = sum(r["flops"]["lbp"] for r in rows)
     return {"dense_linear": dense, "lbp_linear": lbp, "projection": sum(r["flops"]["projection"] for r in rows),
             "linear_saved_fraction": (dense - lbp) / dense if dense else 0.0}
+
+
+def _all_zero(array) -> bool:
+    """Whether every value of a captured array is 0 (a sharded one read shard by shard, up to a nonzero one)."""
+    if isinstance(array, BatchSource):
+        return not any(np.any(array.read(start, start + int(shard.shape[0])))
+                       for start, shard in zip(array.starts, array.shards, strict=True))
+    return not np.any(array)
+
+
+def _why_unmeasurable(layer) -> str:
+    """Why a layer on its grid cannot be measured (an array of zeros: every error and energy ratio is 0/0), or ''."""
+    for f, why in (("grad_y", " (no gradient reached the layer)"), ("x", ""), ("weight", "")):
+        if _all_zero(getattr(layer, f)):
+            return f"its {f} is all zero{why}: nothing to measure"
+    return ""
 
 
 def run_capture(capture, config=None, *, progress=True, memory=None, scheduler=None) -> dict:
@@ -63,7 +82,8 @@ def run_capture(capture, config=None, *, progress=True, memory=None, scheduler=N
     ------
     DataError
         If no layer of the capture lies on its token grid (no grid given, or
-        token counts that do not fit it).
+        token counts that do not fit it) with data to measure (a layer whose
+        ``x``, ``weight`` or ``grad_y`` is all zero is skipped, with the reason).
 
     Examples
     --------
@@ -81,13 +101,21 @@ def run_capture(capture, config=None, *, progress=True, memory=None, scheduler=N
     cfg = ReportConfig() if config is None else config
     t_start = time.perf_counter()
     basis = lbpcore.select_bases(cfg.patch, cfg.bases)
-    on_grid = {n: lay for n, lay in capture.layers.items() if lay.on_grid}
-    skipped = [{"layer": n, "reason": lay.why_off_grid()} for n, lay in capture.layers.items() if not lay.on_grid]
+    skipped = []
+    on_grid = {}
+    for n, lay in capture.layers.items():
+        why = lay.why_off_grid() or _why_unmeasurable(lay)
+        if why:
+            skipped.append({"layer": n, "reason": why})
+        else:
+            on_grid[n] = lay
     if not on_grid:
         where = capture.source or "capture"
         reasons = "; ".join(f"{s['layer']}: {s['reason']}" for s in skipped[:3])
-        raise DataError(f"{where}: no captured layer lies on the token grid ({reasons}); give the grid and extra "
-                        "tokens of the layers' inputs (--grid HxW --extra-tokens E)")
+        off_grid = any(not capture.layers[x["layer"]].on_grid for x in skipped)
+        hint = ("give the grid and extra tokens of the layers' inputs (--grid HxW --extra-tokens E)" if off_grid
+                else "capture a step whose loss depends on the layers")
+        raise DataError(f"{where}: no captured layer lies on the token grid with data to measure ({reasons}); {hint}")
     with blas_limit(cfg.blas_threads), Stages(len(on_grid) + 3, progress) as st:
         lm = measure_layers(on_grid, cfg, basis, st, {"memory": memory, "scheduler": scheduler})
     rows = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -28,16 +30,38 @@ def check_tensors(x, weight, bias, layout: str) -> None:
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in DTYPES:
-            raise TypeError(
-                f"{name} has dtype {t.dtype}: the LBP-WHT backward supports float32 and float64 only "
-                "(no half precision: keep this layer in float32, e.g. outside autocast, or leave it dense)"
-            )
+            hint = (" (no half precision: give this layer float32 tensors, run it under torch.autocast, which "
+                    "runs it in float32, or leave it dense)") if t.dtype in (torch.float16, torch.bfloat16) else ""
+            raise TypeError(f"{name} has dtype {t.dtype}: the LBP-WHT backward supports float32 and float64 only{hint}")
         if t.dtype != x.dtype:
             raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
         if t.device != x.device:
             raise ValueError(f"{name} must be on the device of x ({x.device}), got {t.device}")
     check_weight(tuple(weight.shape), None if bias is None else tuple(bias.shape))
     check_layer_input(tuple(x.shape), tuple(weight.shape), layout)
+
+
+def _dense_forward(x, weight, bias, layout):
+    """``x @ weight.T + bias`` on tokens, or the 1x1 convolution of NCHW maps ``x`` (the exact forward)."""
+    if layout == "tokens":
+        return F.linear(x, weight, bias)
+    if 0 in weight.shape:  # F.conv2d refuses C_out = 0 and gives C_in = 0 output channels (not C_out) for C_in = 0
+        y = x.new_zeros((x.shape[0], weight.shape[0], *x.shape[2:]))
+        return y if bias is None else y + bias[:, None, None]
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
+def _autocast_on(device_type: str) -> bool:
+    """Whether :class:`torch.autocast` is active for ``device_type``."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # PyTorch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _float32(t):
+    """``t`` cast to float32 if it is a half-precision tensor (as autocast casts the inputs of its float32 ops)."""
+    return t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class _LBPLinearFunction(torch.autograd.Function):
@@ -54,10 +78,7 @@ class _LBPLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, plan: PatchPlan, e: int, layout: str):
-        if layout == "tokens":
-            y = F.linear(x, weight, bias)
-        else:
-            y = F.conv2d(x, weight[:, :, None, None], bias)
+        y = _dense_forward(x, weight, bias, layout)
         need_x, need_weight = ctx.needs_input_grad[:2]
         xs = coefficients(x, plan, e, layout) if need_weight else None
         ctx.save_for_backward(xs, weight if need_x else None)
@@ -73,9 +94,9 @@ class _LBPLinearFunction(torch.autograd.Function):
         gx = gw = gb = None
         if need_x or need_weight:
             gs = coefficients(grad_y, plan, e, layout)  # (B, e + M, C_out)
-            gs2 = gs.reshape(-1, gs.shape[-1])
+            gs2 = gs.flatten(0, 1)  # not reshape(-1, C): ambiguous on an empty tensor
             if need_weight:
-                gw = torch.mm(gs2.t(), xs.reshape(-1, xs.shape[-1]))
+                gw = torch.mm(gs2.t(), xs.flatten(0, 1))
             if need_x:
                 gxs = torch.mm(gs2, weight).reshape(gs.shape[0], gs.shape[1], weight.shape[1])
                 del gs, gs2  # dead: freed before grad_x is allocated
@@ -154,7 +175,10 @@ def lbp_linear(x, weight, bias=None, *, grid="auto", patch=8, bases="lp_l1:6", p
     Without autograd (:func:`torch.no_grad`, or no input that requires a
     gradient) nothing is projected or saved: the call is plain
     :func:`~torch.nn.functional.linear`.  The backward is not differentiable
-    again (no double backward).
+    again (no double backward).  Under :class:`torch.autocast` the layer is
+    one of autocast's float32 operations: float16 and bfloat16 inputs are cast
+    to float32 (their gradients flow back in their own dtype) and ``y`` is
+    float32; outside autocast half-precision tensors are a TypeError.
 
     Examples
     --------
@@ -170,6 +194,10 @@ def lbp_linear(x, weight, bias=None, *, grid="auto", patch=8, bases="lp_l1:6", p
     (torch.Size([2, 257, 8]), torch.Size([4, 8]))
     """
     check_choice(layout, "layout", LAYOUTS)
+    if isinstance(x, torch.Tensor) and _autocast_on(x.device.type):  # a float32 op of autocast (see Notes)
+        with torch.autocast(x.device.type, enabled=False):
+            return lbp_linear(_float32(x), _float32(weight), _float32(bias), grid=grid, patch=patch, bases=bases,
+                              pad=pad, extra_tokens=extra_tokens, layout=layout)
     check_tensors(x, weight, bias, layout)
     grid = check_grid_spec(grid)
     if isinstance(grid, dict):
@@ -183,10 +211,11 @@ def lbp_linear(x, weight, bias=None, *, grid="auto", patch=8, bases="lp_l1:6", p
         kind, g = linear_grid(x.shape, grid, e)
         plan = make_plan(g, patch, bases, pad)
         out_shape = tuple(x.shape[:-1]) + (weight.shape[0],)
-        x = x.reshape(-1, e + g[0] * g[1], x.shape[-1])
+        batch = math.prod(x.shape[:-3] if kind == "maps" else x.shape[:-2])  # not -1: ambiguous for an empty x
+        x = x.reshape(batch, e + g[0] * g[1], x.shape[-1])
     tracked = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     if not tracked:
-        y = F.linear(x, weight, bias) if layout == "tokens" else F.conv2d(x, weight[:, :, None, None], bias)
+        y = _dense_forward(x, weight, bias, layout)
     else:
         y = _LBPLinearFunction.apply(x, weight, bias, plan, e, layout)
     if layout == "tokens":
