@@ -236,6 +236,14 @@ def parse_method_list(text):
     """
     from .methods import get_method  # noqa: PLC0415
 
+    try:
+        return tuple(get_method(spec).spec for spec in _split_specs(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; 'none' for none") from None
+
+
+def _split_specs(text):
+    """Comma-separated specs; an entry without ``:`` but with ``=`` continues the spec before it."""
     specs = []
     for entry in (t.strip() for t in str(text).split(",")):
         if not entry or entry.lower() == "none":
@@ -244,10 +252,45 @@ def parse_method_list(text):
             specs[-1] += "," + entry
         else:
             specs.append(entry)
+    return specs
+
+
+def parse_finetune_methods(text):
+    """Parse ``lbp finetune --methods``: comma-separated specs of :func:`analysis.finetune.parse_method`.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``dense,lp_l1:6,dct:21,wtacrs:0.3,hot:keep=0.25``: the fine-tuning
+        methods and the published ones of :mod:`analysis.methods`
+        (``key=value`` entries continue the spec before them, as in
+        :func:`parse_method_list`).
+
+    Returns
+    -------
+    tuple of str
+        Normalized, non-empty.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        On a bad spec or an empty list.
+
+    Examples
+    --------
+    >>> from analysis.cli import parse_finetune_methods
+    >>> parse_finetune_methods("dense, LP_L1:6,wtacrs:0.3,hot:keep=0.25,block=8")
+    ('dense', 'lp_l1:6', 'wtacrs:0.3', 'hot:keep=0.25,block=8')
+    """
+    from .finetune import parse_method  # noqa: PLC0415
+
     try:
-        return tuple(get_method(spec).spec for spec in specs)
+        specs = tuple(parse_method(spec).name for spec in _split_specs(text))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; 'none' for none") from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not specs:
+        raise argparse.ArgumentTypeError(f"expected at least one method, got {text!r}")
+    return specs
 
 
 def _add_method_options(p, default_text):
@@ -440,6 +483,11 @@ def build_parser():
                    help="adaptation steps per run (default 200; 80 with --quick)")
     p.add_argument("--cache-dir", type=path_option, metavar="DIR",
                    help="cache of pretrained parameters (default $LBP_CACHE_DIR, else ~/.cache/lbpcore)")
+    p.add_argument("--methods", type=parse_finetune_methods, metavar="SPEC,...",
+                   help="backward methods to train with (dense is always added first): dense, lp_l1:k, lp_linf:k, "
+                        "energy_l2:r, dct:r, random:r, budget:k, and the published ones of analysis.methods "
+                        "(velora:G, compact:rho, wtacrs:rho, crs:rho, meprop:rho, rad:rho, hot[:key=value,...], "
+                        "calibrated:r); default: those of --quick or of the full run")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_finetune, subparser=p)
     return parser
@@ -617,6 +665,8 @@ def _cmd_finetune(args):
         config = replace(config, seeds=args.seeds)
     if args.steps is not None:
         config = config.with_steps(args.steps)
+    if args.methods is not None:
+        config = replace(config, methods=("dense", *(m for m in args.methods if m != "dense")))
     result = build_finetune(args.out, config, cache_dir=args.cache_dir, progress=not args.quiet)
     print(result.results["summary"]["headline"])
     print(f"wrote {result.index} ({result.seconds:.0f} s)")

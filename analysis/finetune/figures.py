@@ -120,6 +120,8 @@ def _grad_error(results):
         err = np.mean(np.asarray(gc["rel_error"]["all"], dtype=np.float64), axis=0)
         a1.plot(gc["steps"], np.maximum(err, 1e-12), color=st["color"], marker=st["marker"],
                 linestyle=st["linestyle"], label=m["label"])
+        if not all(n in gc["energy_kept"] for n in m["approximated_layers"]):
+            continue  # a published method keeps no per-patch subspace: no energy to show
         kept = np.mean([np.mean(np.asarray(gc["energy_kept"][n], dtype=np.float64), axis=0)
                         for n in m["approximated_layers"]], axis=0)
         a2.plot(gc["steps"], 100 * kept, color=st["color"], marker=st["marker"], linestyle=st["linestyle"],

@@ -255,7 +255,9 @@ def _check(model, plan, cache, approx, checks):
         record(checks.rel_error, name, relative_error(a, e))
         record(checks.cosine, name, cosine(a, e))
     for name in plan.approximated:
-        record(checks.energy_kept, name, plan.energy_kept(name, exact.captured[name].grad_y, model.layers[name]))
+        if name in plan.projectors:  # the published methods keep no per-patch subspace
+            record(checks.energy_kept, name, plan.energy_kept(name, exact.captured[name].grad_y,
+                                                              model.layers[name]))
 
 
 def train(model, plan, task, config, *, bar=None) -> TrainResult:

@@ -12,7 +12,13 @@ A :class:`Method` is parsed from a short spec:
   :mod:`analysis.baselines` (low-pass DCT, a random subspace), through
   :func:`analysis.errors.subspace_backward`;
 * ``budget:k``: exact gradients for the last ``k`` blocks, the final norm and
-  the head only; nothing below is trained or backpropagated.
+  the head only; nothing below is trained or backpropagated;
+* any published method of :mod:`analysis.methods` (``velora:G``,
+  ``compact:rho``, ``wtacrs:rho``, ``crs:rho``, ``meprop:rho``, ``rad:rho``,
+  ``hot``, ``calibrated:r``; ``lbp:<bases>`` is the LBP-WHT method of that
+  selection): its backward on every approximated layer, the stochastic ones
+  drawing from one generator per layer and seed, the calibrated ones (VeLoRA,
+  ``calibrated``) fitted on the first fine-tuning batch and frozen.
 
 :func:`build_plan` binds a method to a model: which layers approximate their
 backward and how (the ``lbp``, ``backward_fns`` and ``stop_at`` arguments of
@@ -33,6 +39,7 @@ import lbpcore
 from ..baselines import dct_basis, random_basis, walsh_basis
 from ..errors import patch_vectors, subspace_backward
 from ..labels import method_name
+from ..methods import available_methods, get_method
 from ..metrics import energy_fraction
 from ..spectrum import full_basis
 from ..vit import LBPSetting
@@ -40,7 +47,7 @@ from ..vit import LBPSetting
 __all__ = ["METHOD_KINDS", "Method", "parse_method", "BackwardPlan", "build_plan", "layer_flops"]
 
 #: Kinds of :class:`Method`, in the order tables list them.
-METHOD_KINDS = ("dense", "lbp", "subspace", "budget")
+METHOD_KINDS = ("dense", "lbp", "subspace", "budget", "published")
 
 _SPEC_RE = re.compile(r"^\s*(?P<family>[a-z_0-9]+)(?::(?P<arg>\d+))?\s*$")
 _WALSH = ("lp_l1", "lp_linf", "energy_l1", "energy_l2")
@@ -55,7 +62,7 @@ class Method:
     ----------
     name : str
         The spec, normalized (``"dense"``, ``"lp_l1:4"``, ``"dct:10"``, ``"budget:1"``...).
-    kind : {"dense", "lbp", "subspace", "budget"}
+    kind : {"dense", "lbp", "subspace", "budget", "published"}
     bases : str or None
         The Walsh selection spec of an LBP-WHT method.
     rank : int or None
@@ -66,6 +73,8 @@ class Method:
         ``"dct"`` or ``"random"`` for a subspace baseline.
     blocks : int or None
         Blocks trained by a budget method.
+    published : str or None
+        The :func:`analysis.methods.get_method` spec of a published method.
 
     Examples
     --------
@@ -84,6 +93,7 @@ class Method:
     patch: int = 8
     subspace: str | None = None
     blocks: int | None = None
+    published: str | None = None
 
     @property
     def label(self) -> str:
@@ -94,6 +104,8 @@ class Method:
             return f"{method_name('lbp')} {self.bases} (r={self.rank})"
         if self.kind == "subspace":
             return f"{method_name(self.subspace)} subspace (r={self.rank})"
+        if self.kind == "published":
+            return self.published
         return f"last {self.blocks} block{'s' if self.blocks != 1 else ''} + head"
 
     @property
@@ -103,13 +115,15 @@ class Method:
             if self.rank == self.patch**2:
                 return "full_basis"
             return "lbp" if self.bases.startswith("lp_l1") else self.bases.split(":")[0]
+        if self.kind == "published":
+            return self.published.split(":")[0]
         return self.subspace if self.kind == "subspace" else self.kind
 
     def to_dict(self) -> dict:
         """Plain dict of the fields plus ``label`` and ``style_key``."""
         return {"name": self.name, "kind": self.kind, "label": self.label, "style_key": self.style_key,
                 "bases": self.bases, "rank": self.rank, "patch": self.patch, "subspace": self.subspace,
-                "blocks": self.blocks}
+                "blocks": self.blocks, "published": self.published}
 
 
 def parse_method(spec, *, patch=8) -> Method:
@@ -140,13 +154,20 @@ def parse_method(spec, *, patch=8) -> Method:
     """
     if isinstance(spec, Method):
         return spec
+    family, _, rest = str(spec).strip().partition(":")
+    if family.lower() == "lbp":
+        return parse_method(rest, patch=patch)
+    if family.lower() in available_methods():
+        published = get_method(str(spec).strip()).spec  # validates, naming the accepted forms
+        return Method(published, "published", patch=patch, published=published)
     m = _SPEC_RE.match(str(spec).lower())
     family, arg = (m.group("family"), m.group("arg")) if m else (None, None)
     if family == "dense" and arg is None:
         return Method("dense", "dense", patch=patch)
     if family is None or arg is None or (family not in _WALSH + _SUBSPACES and family != "budget"):
+        published = ", ".join(form for form, _ in available_methods().values())
         raise ValueError(f"unknown method {spec!r}; use dense, lp_l1:k, lp_linf:k, energy_l2:r, energy_l1:r, "
-                         "dct:r, random:r or budget:k")
+                         f"dct:r, random:r, budget:k or a published method ({published})")
     value = int(arg)
     name = f"{family}:{value}"
     if family == "budget":
@@ -210,6 +231,24 @@ def layer_flops(info, batch, tokens, *, basis=None, subspace_rank=None, patch=8)
         direct = 2 * batch * cost.patches * subspace_rank * patch * patch * (2 * c_in + c_out)
         return int(cost.lbp_gemm_flops + direct)
     return int(lbpcore.backward_cost(shape, c_out, bases="lp_l1:1", **kw).dense_flops)
+
+
+def _published_fn(spec, patch, rng, dtype):
+    """A ``backward_fns`` entry running the published method ``spec`` (bias exact).
+
+    A method that needs calibration is fitted on the first batch it sees, then frozen.
+    """
+    method = get_method(spec)
+
+    def fn(grad_y, cache, info):
+        kw = dict(grid=info.grid, patch=patch, extra_tokens=info.extra_tokens)
+        if method.needs_calibration and not method.calibrated:
+            method.calibrate(cache.x, cache.weight, grad_y, **kw)
+        gx, gw = method.backward(cache.x, cache.weight, grad_y, rng=rng, **kw)
+        grad_bias = None if cache.bias is None else grad_y.sum(axis=tuple(range(grad_y.ndim - 1)))
+        return gx.astype(dtype, copy=False), gw.astype(dtype, copy=False), grad_bias
+
+    return fn
 
 
 def _subspace_fn(q, dtype):
@@ -423,6 +462,12 @@ def build_plan(method, model, *, batch, layers="all", seed=0, calibration=None) 
             plan.lbp[name] = LBPSetting(basis, n, "none")
             plan.projectors[name] = walsh_basis(n, basis)
             plan.flops[name] = layer_flops(info, batch, cfg.num_tokens, basis=basis, patch=n)
+        elif m.kind == "published":
+            plan.backward_fns[name] = _published_fn(m.published, n, np.random.default_rng([int(seed), i]),
+                                                    np.dtype(cfg.dtype))
+            plan.flops[name] = get_method(m.published).backward_flops(
+                (batch, cfg.num_tokens, info.in_features), info.out_features, grid=info.grid, patch=n,
+                extra_tokens=info.extra_tokens)
         else:
             if m.subspace == "dct":
                 q = dct_basis(n, m.rank)
