@@ -114,9 +114,10 @@ def _bias_grad(grad_y, layout):
     map is summed as the ``(B H W, C)`` matrix it is in memory instead.
     """
     if layout == "tokens":
-        return grad_y.reshape(-1, grad_y.shape[-1]).sum(dim=0)
+        return grad_y.reshape(math.prod(grad_y.shape[:-1]), grad_y.shape[-1]).sum(dim=0)
     if grad_y.is_contiguous(memory_format=torch.channels_last) and not grad_y.is_contiguous():
-        return grad_y.permute(0, 2, 3, 1).reshape(-1, grad_y.shape[1]).sum(dim=0)
+        b, c, h, w = grad_y.shape
+        return grad_y.permute(0, 2, 3, 1).reshape(b * h * w, c).sum(dim=0)
     return grad_y.sum(dim=(0, 2, 3))
 
 
