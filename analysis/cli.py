@@ -12,6 +12,7 @@ Subcommands (``lbp COMMAND --help`` for the options)::
                  [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp bench    [--quick] [--json FILE] [--device cpu|gpu]
     lbp finetune [--quick] [--out DIR] [--seeds N] [--steps N] [--cache-dir DIR] [--quiet]
+                 [--engine numpy|torch [--device DEV]]
 
 ``FILE`` of ``spectrum`` and ``error`` may also be a directory or glob of
 ``.npy`` shards or a Zarr store (:func:`analysis.sources.open_source`); data
@@ -384,6 +385,11 @@ def build_parser():
     p.add_argument("--cache-dir", metavar="DIR",
                    help="cache of pretrained parameters (default $LBP_CACHE_DIR, else ~/.cache/lbpcore)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--engine", choices=("numpy", "torch"), default="numpy",
+                   help="train the NumPy ViT (default) or its plain-PyTorch port with lbpcore.torch layers "
+                        "(needs PyTorch; --quick is then seconds)")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="with --engine torch: the PyTorch device, e.g. cuda (default cpu)")
     p.set_defaults(func=_cmd_finetune, subparser=p)
     return parser
 
@@ -525,12 +531,23 @@ def _cmd_finetune(args):
         print(f"{PROG}: error: lbp finetune needs {' and '.join(missing)}: pip install 'lbpcore[finetune]'",
               file=sys.stderr)
         return 1
+    if args.engine == "torch" and importlib.util.find_spec("torch") is None:
+        print(f"{PROG}: error: lbp finetune --engine torch needs PyTorch: pip install 'lbpcore[torch]' "
+              "(or use the default --engine numpy)", file=sys.stderr)
+        return 1
+    if args.device != "cpu" and args.engine != "torch":
+        args.subparser.error("--device needs --engine torch")
     config = FinetuneConfig.quick() if args.quick else FinetuneConfig.full()
+    if args.quick and args.engine == "torch":
+        from .finetune.torch_digits import quick_torch_config  # noqa: PLC0415 - PyTorch is optional
+
+        config = quick_torch_config(config)
     if args.seeds is not None:
         config = replace(config, seeds=args.seeds)
     if args.steps is not None:
         config = config.with_steps(args.steps)
-    result = build_finetune(args.out, config, cache_dir=args.cache_dir, progress=not args.quiet)
+    result = build_finetune(args.out, config, cache_dir=args.cache_dir, progress=not args.quiet,
+                            engine=args.engine, device=args.device)
     print(result.results["summary"]["headline"])
     print(f"wrote {result.index} ({result.seconds:.0f} s)")
     return 0
