@@ -194,7 +194,7 @@ def _token_view(t, site):
     """A layer's output gradient as ``(B, e + h*w, C)`` tokens, or NCHW maps for a convolution."""
     if site.layout == "nchw":
         return t
-    return t.reshape(site.token_shape[0], site.token_shape[1], t.shape[-1])
+    return t.reshape(-1, site.token_shape[1], t.shape[-1])
 
 
 def capture_grad_y(model, x, y, names, loss_fn=F.cross_entropy) -> dict:
