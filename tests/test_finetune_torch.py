@@ -257,3 +257,86 @@ def test_compare_methods_rejects_bad_input():
         compare_methods(_model_fn, data, data, methods=["budget:1"], blocks="layers", **kw)
     with pytest.raises(ValueError, match="gave out"):
         compare_methods(_model_fn, [], data, methods=["dense"], **kw)
+
+
+# --------------------------------------------------------------------------- lbp finetune --engine torch
+
+
+def test_cli_engine_torch_writes_the_same_output_set(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from dataclasses import replace  # noqa: PLC0415
+
+    from analysis import cli  # noqa: PLC0415
+    from analysis.finetune import (
+        FinetuneConfig,  # noqa: PLC0415
+        torch_digits,  # noqa: PLC0415
+    )
+    from analysis.finetune.figures import FIGURES  # noqa: PLC0415
+    from analysis.vit import ViTConfig  # noqa: PLC0415
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("LBP_DEBUG", raising=False)
+    tiny = ViTConfig(image_size=8, patch_size=1, in_chans=1, dim=8, depth=1, heads=2, mlp_ratio=2, num_classes=5)
+
+    real = torch_digits.quick_torch_config
+
+    def quick(config):  # the real preset with a tinier model and fewer steps
+        cfg = real(config)
+        return replace(cfg, model=tiny, pretrain=TrainConfig(steps=3, batch_size=16, eval_every=3),
+                       adapt=TrainConfig(steps=4, batch_size=16, eval_every=2, check_every=2))
+
+    monkeypatch.setattr(torch_digits, "quick_torch_config", quick)
+    monkeypatch.setattr(FinetuneConfig, "full", classmethod(lambda cls: replace(quick(cls()), seeds=2)))
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    rc = cli.main(["finetune", "--engine", "torch", "--quick", "--quiet", "--out", str(out), "--cache-dir", str(cache)])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FIGURES, "index.md", "results.json"])
+    res = json.loads((out / "results.json").read_text())
+    assert res["engine"] == "torch" and res["setup"]["engine"] == "torch"
+    assert [m["name"] for m in res["methods"]] == list(torch_digits.QUICK_TORCH_METHODS)
+    assert res["pretrain"]["cache"] == "built" and res["summary"]["headline"] in stdout
+    text = (out / "index.md").read_text(encoding="utf-8")
+    assert "`TorchViT`" in text and "| full BP |" in text
+    full = next(m for m in res["methods"] if m["name"] == "lp_linf:8")
+    assert full["param_distance_to_dense"][0] < 1e-4  # float32: exact up to rounding
+    rc = cli.main(["finetune", "--engine", "torch", "--seeds", "2", "--steps", "3", "--quiet", "--out", str(out),
+                   "--cache-dir", str(cache)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["setup"]["seeds"] == [0, 1] and len(res["methods"][0]["loss_curve"][0]) == 3
+
+
+def test_cli_engine_torch_needs_pytorch(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    import importlib.util  # noqa: PLC0415
+
+    from analysis import cli  # noqa: PLC0415
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    rc = cli.main(["finetune", "--engine", "torch", "--quick", "--out", str(tmp_path / "o")])
+    _, err = capsys.readouterr()
+    assert rc == 1 and "needs PyTorch" in err and "--engine numpy" in err
+    assert not (tmp_path / "o").exists()
+    assert cli.main(["finetune", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert "--device needs --engine torch" in capsys.readouterr().err
+    assert cli.main(["finetune", "--engine", "jax"]) == 2
+    assert "--engine" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_engine_torch_quick_preset(tmp_path, capsys):
+    """The real ``lbp finetune --engine torch --quick`` (CI runs it too: seconds to a minute on 2 cores)."""
+    pytest.importorskip("sklearn")
+    from analysis import cli  # noqa: PLC0415
+
+    out = tmp_path / "out"
+    rc = cli.main(["finetune", "--engine", "torch", "--quick", "--quiet", "--out", str(out), "--cache-dir",
+                   str(tmp_path / "cache")])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    full = next(m for m in res["methods"] if m["name"] == "lp_linf:8")
+    assert full["test_accuracy"] == res["methods"][0]["test_accuracy"]

@@ -12,9 +12,10 @@
   experiment as a plain dict (the ``results.json`` of ``lbp finetune``);
 * :mod:`analysis.finetune.torch_model`, :mod:`analysis.finetune.torch_plan`
   and :mod:`analysis.finetune.torch_engine` – the PyTorch engine:
-  :func:`compare_methods` fine-tunes any ``nn.Module`` with every method
-  through :func:`lbpcore.torch.convert` (imported on first use: importing
-  :mod:`analysis.finetune` never imports PyTorch);
+  :func:`~analysis.finetune.torch_engine.compare_methods` fine-tunes any
+  ``nn.Module`` with every method through :func:`lbpcore.torch.convert`
+  (also importable as ``analysis.finetune.compare_methods``, which imports
+  PyTorch on first use: importing :mod:`analysis.finetune` never does);
   :mod:`analysis.finetune.torch_digits` – the digits experiment on the
   PyTorch port of the ViT (``lbp finetune --engine torch``);
 * :mod:`analysis.finetune.summary`, :mod:`analysis.finetune.figures`,
@@ -72,8 +73,6 @@ __all__ = [
     "headline",
     "FinetuneResult",
     "build_finetune",
-    # PyTorch engine (imported on first use)
-    "compare_methods",
 ]
 
 _LAZY = {"compare_methods": "torch_engine"}
