@@ -15,7 +15,9 @@ printed with ``-s``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,14 +28,25 @@ from test_finetune_train import CFG, _Perturbed, toy_task  # noqa: E402
 from tolerances import backprop_rtol, trajectory_bound  # noqa: E402
 from torch import nn  # noqa: E402
 
+from analysis import cli  # noqa: E402
 from analysis.baselines import dct_basis, random_basis  # noqa: E402
 from analysis.errors import subspace_backward  # noqa: E402
-from analysis.finetune import TrainConfig, batch_indices, build_plan, compare_methods, make_optimizer, train  # noqa: E402
+from analysis.finetune import (  # noqa: E402  # noqa: E402
+    FinetuneConfig,
+    TrainConfig,
+    batch_indices,
+    build_plan,
+    compare_methods,
+    make_optimizer,
+    torch_digits,
+    train,
+)
+from analysis.finetune.figures import FIGURES  # noqa: E402
 from analysis.finetune.torch_engine import train_torch  # noqa: E402
 from analysis.finetune.torch_model import TorchViT  # noqa: E402
 from analysis.finetune.torch_plan import SubspaceLinear, build_torch_plan  # noqa: E402
 from analysis.metrics import relative_error  # noqa: E402
-from analysis.vit import TinyViT  # noqa: E402
+from analysis.vit import TinyViT, ViTConfig  # noqa: E402
 
 STEPS = 10
 #: All linear layers of the toy (patch_embed, 2 x 4 per block, head): two implementations of each differ by rounding.
@@ -265,15 +278,6 @@ def test_compare_methods_rejects_bad_input():
 def test_cli_engine_torch_writes_the_same_output_set(tmp_path, capsys, monkeypatch):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
-    from dataclasses import replace  # noqa: PLC0415
-
-    from analysis import cli  # noqa: PLC0415
-    from analysis.finetune import (
-        FinetuneConfig,  # noqa: PLC0415
-        torch_digits,  # noqa: PLC0415
-    )
-    from analysis.finetune.figures import FIGURES  # noqa: PLC0415
-    from analysis.vit import ViTConfig  # noqa: PLC0415
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.delenv("LBP_DEBUG", raising=False)
@@ -311,9 +315,6 @@ def test_cli_engine_torch_writes_the_same_output_set(tmp_path, capsys, monkeypat
 def test_cli_engine_torch_needs_pytorch(tmp_path, capsys, monkeypatch):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
-    import importlib.util  # noqa: PLC0415
-
-    from analysis import cli  # noqa: PLC0415
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
@@ -331,7 +332,6 @@ def test_cli_engine_torch_needs_pytorch(tmp_path, capsys, monkeypatch):
 def test_cli_engine_torch_quick_preset(tmp_path, capsys):
     """The real ``lbp finetune --engine torch --quick`` (CI runs it too: seconds to a minute on 2 cores)."""
     pytest.importorskip("sklearn")
-    from analysis import cli  # noqa: PLC0415
 
     out = tmp_path / "out"
     rc = cli.main(["finetune", "--engine", "torch", "--quick", "--quiet", "--out", str(out), "--cache-dir",
