@@ -340,3 +340,27 @@ def test_cli_engine_torch_quick_preset(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     full = next(m for m in res["methods"] if m["name"] == "lp_linf:8")
     assert full["test_accuracy"] == res["methods"][0]["test_accuracy"]
+
+
+def test_cli_scale_study_quick(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from analysis.finetune import scale_study  # noqa: PLC0415 - imports the study only here
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    tiny = dict(scale_study.QUICK_GRID, steps=(3,), methods=("dense", "lp_l1:4", "dct:10"), pretrain_steps=3,
+                padding=dict(scale_study.QUICK_GRID["padding"], steps=3, methods=("dense", "lp_linf:8")))
+    monkeypatch.setattr(scale_study, "QUICK_GRID", tiny)
+    out = tmp_path / "study"
+    rc = cli.main(["finetune", "--study", "scale", "--quick", "--quiet", "--out", str(out), "--cache-dir",
+                   str(tmp_path / "c")])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["fig_gap_energy.png", "index.md", "results.json"]
+    res = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in res["rows"]] == ["lp_l1:4", "dct:10"]
+    assert all(r["width"] == 16 and r["steps"] == 3 and 0 < r["energy_kept"] < 1 for r in res["rows"])
+    full = [r for r in res["padding"] if r["method"] == "lp_linf:8"]
+    assert [r["pad"] for r in full] == ["reflect", "zero"] and full[1]["gap_points"] == 0.0  # zero padding: exact
+    text = (out / "index.md").read_text(encoding="utf-8")
+    assert "| 16 | 1 | 3 | `lp_l1:4` |" in text and f"wrote {out / 'index.md'}" in stdout

@@ -95,7 +95,7 @@ def _pretrain(cfg, task, cache_dir, progress, device):
     return arrays, dict(info, cache=status, cache_file=path.name)
 
 
-def run_finetune_torch(config=None, *, cache_dir=None, progress=True, device="cpu") -> dict:
+def run_finetune_torch(config=None, *, cache_dir=None, progress=True, device="cpu", pad="none") -> dict:
     """The digits fine-tuning experiment with the PyTorch engine.
 
     Parameters
@@ -108,6 +108,9 @@ def run_finetune_torch(config=None, *, cache_dir=None, progress=True, device="cp
         Progress bars on stderr (default True).
     device : str or torch.device, optional
         Default ``"cpu"``.
+    pad : {"none", "reflect", "zero"}, optional
+        Padding of a grid the patch does not divide (default ``"none"``: it
+        must divide it, as in the NumPy engine).
 
     Returns
     -------
@@ -155,7 +158,7 @@ def run_finetune_torch(config=None, *, cache_dir=None, progress=True, device="cp
             extra_tokens={"patch_embed": 0, "*": cfg.model.extra_tokens}, steps=ada.steps,
             batch_size=ada.batch_size, seeds=cfg.seeds, optimizer=ada.optimizer, lr=ada.lr,
             weight_decay=ada.weight_decay, warmup=ada.warmup, decay=ada.decay, eval_every=ada.eval_every,
-            check_every=ada.check_every, patch=cfg.patch, pad="none", calibration=calibration, device=device,
+            check_every=ada.check_every, patch=cfg.patch, pad=pad, calibration=calibration, device=device,
             progress=progress)
     torch_setup = res["setup"]
     g = cfg.model.grid
@@ -166,7 +169,8 @@ def run_finetune_torch(config=None, *, cache_dir=None, progress=True, device="cp
         "config": cfg.to_dict(),
         "grid": list(g),
         "patch": cfg.patch,
-        "patches": (g[0] // cfg.patch) * (g[1] // cfg.patch),
+        "pad": pad,
+        "patches": (-(-g[0] // cfg.patch)) * (-(-g[1] // cfg.patch)),
         "linear_layers": torch_setup["linear_layers"],
         "data": {"source": "sklearn.datasets.load_digits", "pretrain": pre_task.to_dict(),
                  "adapt": adapt_task.to_dict()},
