@@ -21,6 +21,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -165,6 +167,8 @@ def test_loss_curves_agree_across_engines(optimizer):
 @pytest.mark.parametrize("kind", ["dct", "random"])
 def test_subspace_layer_matches_the_numpy_oracle(kind):
     """SubspaceLinear's gradients against analysis.errors.subspace_backward (an independent NumPy implementation)."""
+    # Tolerance: both paths sum at most 2 * 65 rows plus a 16-term projection of O(1) float64 products:
+    # gamma_k |A||B| with k ~ 150 is ~2e-14 times sqrt(k)-larger magnitudes than the entries; 1e-12 leaves margin.
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 1 + 64, 6))
     gy = rng.standard_normal((2, 1 + 64, 5))
@@ -364,3 +368,30 @@ def test_cli_scale_study_quick(tmp_path, capsys, monkeypatch):
     assert [r["pad"] for r in full] == ["reflect", "zero"] and full[1]["gap_points"] == 0.0  # zero padding: exact
     text = (out / "index.md").read_text(encoding="utf-8")
     assert "| 16 | 1 | 3 | `lp_l1:4` |" in text and f"wrote {out / 'index.md'}" in stdout
+
+
+def test_importing_the_packages_never_imports_torch():
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = ("import sys, lbpcore, analysis, analysis.finetune, analysis.cli; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@settings(max_examples=15, deadline=None)
+@given(h=st.sampled_from([4, 8]), w=st.sampled_from([4, 8, 12]), n=st.sampled_from([2, 4]),
+       rank_frac=st.floats(0.05, 1.0), e=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_subspace_layer_matches_the_oracle_on_any_grid(h, w, n, rank_frac, e, seed):
+    """Property: on any divisible grid, rank and extra tokens, the torch subspace backward is the NumPy one."""
+    # up to 2 * 98 rows and a 16-term projection: the bound of the test above, scaled by the larger sums
+    rng = np.random.default_rng(seed)
+    r = max(1, round(rank_frac * n * n))
+    q = random_basis(n, r, seed)
+    x, gy = rng.standard_normal((2, e + h * w, 3)), rng.standard_normal((2, e + h * w, 4))
+    dense = nn.Linear(3, 4).double()
+    xt = torch.tensor(x, requires_grad=True)
+    SubspaceLinear(dense, q, (h, w), e)(xt).backward(torch.tensor(gy))
+    ref = subspace_backward(x, dense.weight.detach().numpy(), gy, q, grid=(h, w), pad="none", extra_tokens=e)
+    np.testing.assert_allclose(xt.grad.numpy(), ref.grad_x, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dense.weight.grad.numpy(), ref.grad_weight, rtol=1e-11, atol=1e-11)
