@@ -27,7 +27,7 @@ from ..vit import TinyViT
 from .cache import load_or_build
 from .data import digit_tasks
 from .experiment import FinetuneConfig, _adapt_config, _fresh_head
-from .torch_engine import compare_methods, train_torch
+from .torch_engine import _torch_threads, compare_methods, train_torch
 from .torch_model import TorchViT
 from .torch_plan import build_torch_plan, capture_grad_y
 
@@ -107,7 +107,8 @@ def run_finetune_torch(config=None, *, cache_dir=None, progress=True, device="cp
     progress : bool, optional
         Progress bars on stderr (default True).
     device : str or torch.device, optional
-        Default ``"cpu"``.
+        Default ``"cpu"``.  PyTorch's intra-op threads are limited to
+        ``config.blas_threads`` while running (default 1: many small products).
     pad : {"none", "reflect", "zero"}, optional
         Padding of a grid the patch does not divide (default ``"none"``: it
         must divide it, as in the NumPy engine).
@@ -137,7 +138,7 @@ def run_finetune_torch(config=None, *, cache_dir=None, progress=True, device="cp
     """
     cfg = FinetuneConfig.full() if config is None else config
     t_start = time.perf_counter()
-    with blas_limit(cfg.blas_threads):
+    with blas_limit(cfg.blas_threads), _torch_threads(cfg.blas_threads):
         pre_task, adapt_task = digit_tasks(cfg.model.image_size, pretrain_digits=cfg.pretrain_digits,
                                            adapt_digits=cfg.adapt_digits, test_fraction=cfg.test_fraction,
                                            split_seed=cfg.split_seed, dtype=cfg.model.dtype)

@@ -16,6 +16,7 @@ warm-up :class:`~analysis.finetune.Schedule` and weight decay on the 2-D
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 
@@ -37,6 +38,18 @@ from .summary import summarize
 from .torch_plan import build_torch_plan, capture_grad_y, find_sites
 
 __all__ = ["train_torch", "compare_methods", "render_report"]
+
+
+@contextlib.contextmanager
+def _torch_threads(n):
+    """PyTorch's intra-op threads limited to ``n`` (None: unchanged) within the block."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(min(int(n), before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _dtype_of(model):
@@ -255,7 +268,8 @@ def _calibrate(model_fn, calibration, train, names, device, dtype, loss_fn):
 def compare_methods(model_fn, train, test, *, methods, include, grid="auto", extra_tokens=0, steps=200,
                     batch_size=32, seeds=1, optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup=10,
                     decay="cosine", eval_every=None, check_every=None, patch=8, pad="reflect", blocks="blocks",
-                    calibration=None, device="cpu", loss_fn=F.cross_entropy, out=None, progress=False) -> dict:
+                    calibration=None, device="cpu", loss_fn=F.cross_entropy, threads=None, out=None,
+                    progress=False) -> dict:
     """Fine-tune a PyTorch model with every backward method and seed; return (and write) the results.
 
     Parameters
@@ -308,6 +322,9 @@ def compare_methods(model_fn, train, test, *, methods, include, grid="auto", ext
         Default ``"cpu"``; ``"cuda"`` runs the model and the LBP-WHT kernels on the GPU.
     loss_fn : callable, optional
         ``loss_fn(logits, labels)`` (default cross-entropy).
+    threads : int, optional
+        Limit PyTorch's intra-op threads to this many while running (default:
+        unchanged); 1 is fastest for small models on a busy machine.
     out : str or os.PathLike, optional
         Also write ``results.json`` and ``index.md`` (:func:`render_report`) there, all at once.
     progress : bool, optional
@@ -341,6 +358,17 @@ def compare_methods(model_fn, train, test, *, methods, include, grid="auto", ext
     >>> [m["name"] for m in res["methods"]], res["methods"][1]["param_distance_to_dense"][0] < 1e-5
     (['dense', 'lp_linf:4'], True)
     """
+    with _torch_threads(threads):
+        return _compare(model_fn, train, test, methods=methods, include=include, grid=grid, extra_tokens=extra_tokens,
+                        steps=steps, batch_size=batch_size, seeds=seeds, optimizer=optimizer, lr=lr,
+                        weight_decay=weight_decay, warmup=warmup, decay=decay, eval_every=eval_every,
+                        check_every=check_every, patch=patch, pad=pad, blocks=blocks, calibration=calibration,
+                        device=device, loss_fn=loss_fn, out=out, progress=progress)
+
+
+def _compare(model_fn, train, test, *, methods, include, grid, extra_tokens, steps, batch_size, seeds, optimizer, lr,
+             weight_decay, warmup, decay, eval_every, check_every, patch, pad, blocks, calibration, device, loss_fn,
+             out, progress):
     t_start = time.perf_counter()
     if out is not None:
         check_output_dir(out)
