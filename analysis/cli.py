@@ -392,8 +392,8 @@ def build_parser():
                    help="with --engine torch: the PyTorch device, e.g. cuda (default cpu)")
     p.add_argument("--study", choices=("scale",),
                    help="'scale': the gap to full BP over ViT widths 32-192, depths 2-6, two step budgets, 3 seeds, "
-                        "and reflect against zero padding on a 14x14 grid (PyTorch engine; up to an hour on 2 cores; "
-                        "seconds with --quick)")
+                        "and reflect against zero padding on a 14x14 grid (PyTorch engine; about a day on 2 CPU cores, "
+                        "use --device cuda or --steps/--seeds to cut it; seconds with --quick)")
     p.set_defaults(func=_cmd_finetune, subparser=p)
     return parser
 
