@@ -336,10 +336,8 @@ class TorchPlan:
     >>> from analysis.finetune.torch_plan import build_torch_plan
     >>> model = nn.Sequential(nn.Linear(3, 8), nn.GELU(), nn.Linear(8, 2))
     >>> plan = build_torch_plan("lp_l1:2", model, torch.zeros(2, 64, 3), include="*", patch=4)
-    >>> plan.approximated, plan.apply(model), round(plan.fraction_of_dense, 3)
+    >>> plan.approximated, plan.apply(model), round(plan.fraction_of_dense, 3)  # tiny widths: projections dominate
     (('0', '2'), ['0', '2'], 1.387)
-
-    (at these widths the projections cost more than they save).
     """
 
     method: object
