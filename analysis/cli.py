@@ -12,6 +12,7 @@ Subcommands (``lbp COMMAND --help`` for the options)::
                  [--method-seeds S] [--memory SIZE] [--scheduler ADDRESS] --out DIR
     lbp bench    [--quick] [--json FILE] [--device cpu|gpu]
     lbp finetune [--quick] [--out DIR] [--seeds N] [--steps N] [--cache-dir DIR] [--quiet]
+                 [--engine numpy|torch [--device DEV]] [--study scale]
 
 ``FILE`` of ``spectrum`` and ``error`` may also be a directory or glob of
 ``.npy`` shards or a Zarr store (:func:`analysis.sources.open_source`); data
@@ -270,6 +271,15 @@ def build_parser():
                         "(velora:G, compact:rho, wtacrs:rho, crs:rho, meprop:rho, rad:rho, hot[:key=value,...], "
                         "calibrated:r); default: those of --quick or of the full run")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--engine", choices=("numpy", "torch"), default="numpy",
+                   help="train the NumPy ViT (default) or its plain-PyTorch port with lbpcore.torch layers "
+                        "(needs PyTorch; --quick is then seconds)")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="with --engine torch: the PyTorch device, e.g. cuda (default cpu)")
+    p.add_argument("--study", choices=("scale",),
+                   help="'scale': the gap to full BP over ViT widths 32-192, depths 2-6, two step budgets, 3 seeds, "
+                        "and reflect against zero padding on a 14x14 grid (PyTorch engine; about a day on 2 CPU cores, "
+                        "use --device cuda or --steps/--seeds to cut it; seconds with --quick)")
     p.set_defaults(func=_cmd_finetune, subparser=p)
     return parser
 
@@ -441,14 +451,39 @@ def _cmd_finetune(args):
         print(f"{PROG}: error: lbp finetune needs {' and '.join(missing)}: pip install 'lbpcore[finetune]'",
               file=sys.stderr)
         return 1
+    if args.study is not None:
+        args.engine = "torch"
+    if args.engine == "torch" and importlib.util.find_spec("torch") is None:
+        print(f"{PROG}: error: lbp finetune --engine torch needs PyTorch: pip install 'lbpcore[torch]' "
+              "(or use the default --engine numpy)", file=sys.stderr)
+        return 1
+    if args.device != "cpu" and args.engine != "torch":
+        args.subparser.error("--device needs --engine torch")
+    if args.study == "scale":
+        from .finetune.scale_study import FULL_GRID, QUICK_GRID, build_scale_study  # noqa: PLC0415 - PyTorch
+
+        grid = dict(QUICK_GRID if args.quick else FULL_GRID)
+        if args.seeds is not None:
+            grid["seeds"] = args.seeds
+        if args.steps is not None:
+            grid["steps"] = (args.steps,)
+        res = build_scale_study(args.out, grid, cache_dir=args.cache_dir, progress=not args.quiet,
+                                device=args.device)
+        print(f"wrote {Path(args.out) / 'index.md'} ({res['seconds']:.0f} s)")
+        return 0
     config = FinetuneConfig.quick() if args.quick else FinetuneConfig.full()
+    if args.quick and args.engine == "torch":
+        from .finetune.torch_digits import quick_torch_config  # noqa: PLC0415 - PyTorch is optional
+
+        config = quick_torch_config(config)
     if args.seeds is not None:
         config = replace(config, seeds=args.seeds)
     if args.steps is not None:
         config = config.with_steps(args.steps)
     if args.methods is not None:
         config = replace(config, methods=("dense", *(m for m in args.methods if m != "dense")))
-    result = build_finetune(args.out, config, cache_dir=args.cache_dir, progress=not args.quiet)
+    result = build_finetune(args.out, config, cache_dir=args.cache_dir, progress=not args.quiet,
+                            engine=args.engine, device=args.device)
     print(result.results["summary"]["headline"])
     print(f"wrote {result.index} ({result.seconds:.0f} s)")
     return 0

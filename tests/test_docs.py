@@ -37,7 +37,7 @@ NO_RUN = "<!-- no-run -->"
 #: pages whose code is only compiled unless a GPU is present
 GPU_PAGES = {"tutorials/gpu_cupy.md"}
 #: pages whose code is only compiled unless PyTorch is installed
-TORCH_PAGES = {"tutorials/torch_models.md"}
+TORCH_PAGES = {"tutorials/torch_models.md", "tutorials/finetune_torch.md"}
 #: pages owned elsewhere whose code is only compiled
 COMPILE_ONLY_PAGES = {"benchmarks.md"}
 #: generous per-page limit (the tutorials take a few seconds each)

@@ -64,7 +64,8 @@ def agg(monkeypatch, tmp_path):
 def _needs_torch(modname) -> bool:
     """Modules that import PyTorch (an optional dependency) or whose examples do: skipped without it."""
     return (modname in ("lbpcore.torch", "analysis.capture", "analysis.torch_models")
-            or modname.startswith(("lbpcore.torch.", "analysis.torch_models.")))
+            or modname.startswith(("lbpcore.torch.", "analysis.torch_models.", "analysis.finetune.torch_"))
+            or modname == "analysis.finetune.scale_study")
 
 
 def _torch_installed() -> bool:

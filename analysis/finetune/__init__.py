@@ -10,6 +10,14 @@
 * :mod:`analysis.finetune.cache` – the on-disk cache of pretrained parameters;
 * :mod:`analysis.finetune.experiment` – :func:`run_finetune`, the whole
   experiment as a plain dict (the ``results.json`` of ``lbp finetune``);
+* :mod:`analysis.finetune.torch_model`, :mod:`analysis.finetune.torch_plan`
+  and :mod:`analysis.finetune.torch_engine` – the PyTorch engine:
+  :func:`~analysis.finetune.torch_engine.compare_methods` fine-tunes any
+  ``nn.Module`` with every method through :func:`lbpcore.torch.convert`
+  (also importable as ``analysis.finetune.compare_methods``, which imports
+  PyTorch on first use: importing :mod:`analysis.finetune` never does);
+  :mod:`analysis.finetune.torch_digits` – the digits experiment on the
+  PyTorch port of the ViT (``lbp finetune --engine torch``);
 * :mod:`analysis.finetune.summary`, :mod:`analysis.finetune.figures`,
   :mod:`analysis.finetune.markdown` and :mod:`analysis.finetune.build` – the
   headline numbers, figures and text of ``lbp finetune``, and
@@ -66,3 +74,14 @@ __all__ = [
     "FinetuneResult",
     "build_finetune",
 ]
+
+_LAZY = {"compare_methods": "torch_engine"}
+
+
+def __getattr__(name):
+    """Names of the PyTorch engine, imported on first use (PyTorch is optional)."""
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415 - only for the optional PyTorch engine
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,10 @@ from .figures import render_figures
 from .markdown import render_markdown
 from .summary import summarize
 
-__all__ = ["FinetuneResult", "build_finetune"]
+__all__ = ["ENGINES", "FinetuneResult", "build_finetune"]
+
+#: Engines of :func:`build_finetune`: the NumPy ViT, or its PyTorch port.
+ENGINES = ("numpy", "torch")
 
 
 @dataclass
@@ -59,7 +62,8 @@ class FinetuneResult:
     seconds: float
 
 
-def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=True) -> FinetuneResult:
+def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=True, engine="numpy",
+                   device="cpu") -> FinetuneResult:
     """Run the fine-tuning experiment and write ``index.md``, ``results.json`` and the figures.
 
     Parameters
@@ -72,6 +76,12 @@ def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=
         Pretraining cache (default :func:`~analysis.finetune.default_cache_dir`).
     progress : bool, optional
         Progress bars on stderr (default True).
+    engine : {"numpy", "torch"}, optional
+        Train the NumPy :class:`~analysis.vit.TinyViT` (default), or its
+        PyTorch port with :func:`~analysis.finetune.torch_digits.run_finetune_torch`
+        (needs PyTorch).
+    device : str, optional
+        PyTorch device of the torch engine (default ``"cpu"``).
 
     Returns
     -------
@@ -100,6 +110,8 @@ def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=
     >>> [m["name"] for m in json.loads((res.out / "results.json").read_text())["methods"]]
     ['dense', 'lp_l1:2']
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     t0 = time.perf_counter()
     out = Path(out)
     real = check_output_dir(out)  # fail before a long run, not after it
@@ -108,8 +120,13 @@ def build_finetune(out="lbp-finetune", config=None, *, cache_dir=None, progress=
         raise IsADirectoryError(errno.EISDIR, f"holds the pretraining cache {cache_dir or cache}, and the output "
                                 "directory holds files only: give a cache directory outside it (or the same one)",
                                 str(out))
-    results = run_finetune(FinetuneConfig.full() if config is None else config, cache_dir=cache_dir,
-                           progress=progress)
+    config = FinetuneConfig.full() if config is None else config
+    if engine == "torch":
+        from .torch_digits import run_finetune_torch  # noqa: PLC0415 - PyTorch is optional
+
+        results = run_finetune_torch(config, cache_dir=cache_dir, progress=progress, device=device)
+    else:
+        results = run_finetune(config, cache_dir=cache_dir, progress=progress)
     summary = summarize(results)
     results["summary"] = summary
     payload = dict(render_figures(results, summary))

@@ -154,6 +154,13 @@ def _drift(s):
             f"{_pct(rows[worst]['energy_kept_last'], 1)})."]
 
 
+def _model_name(results):
+    if results.get("engine") == "torch":
+        return (f"`TorchViT` (the PyTorch port of `TinyViT`, trained by PyTorch {results['setup']['torch_version']} "
+                f"on {results['setup']['device']}; LBP-WHT layers from `lbpcore.torch.convert`)")
+    return "`TinyViT`"
+
+
 def _optimizer(train):
     return "AdamW" if train["optimizer"] == "adamw" else f"SGD (momentum {train['momentum']:g})"
 
@@ -173,7 +180,8 @@ def _setup(results, s):
         f"{data['pretrain']['digits']} ({data['pretrain']['train']} train / {data['pretrain']['test']} test), "
         f"adaptation to digits {data['adapt']['digits']} ({data['adapt']['train']} train / "
         f"{data['adapt']['test']} test), a fixed stratified split.",
-        f"* Model: `TinyViT`, {m['depth']} blocks, width {m['dim']}, {m['heads']} heads, MLP ratio {m['mlp_ratio']:g}, "
+        f"* Model: {_model_name(results)}, {m['depth']} blocks, width {m['dim']}, {m['heads']} heads, "
+        f"MLP ratio {m['mlp_ratio']:g}, "
         f"{m['patch_size']} x {m['patch_size']} pixel patches: a {st['grid'][0]} x {st['grid'][1]} token grid, "
         f"{st['patches']} LBP patches of {st['patch']} x {st['patch']} (no padding); {m['dtype']}.",
         f"* Pretraining: {cfg['pretrain']['steps']} AdamW steps of {cfg['pretrain']['batch_size']} images, "
