@@ -39,7 +39,7 @@ GPU_PAGES = {"tutorials/gpu_cupy.md"}
 #: pages whose code is only compiled unless PyTorch is installed
 TORCH_PAGES = {"tutorials/torch_models.md", "tutorials/finetune_torch.md"}
 #: pages owned elsewhere whose code is only compiled
-COMPILE_ONLY_PAGES = {"benchmarks.md"}
+COMPILE_ONLY_PAGES = {"benchmarks.md", "studies/scale.md"}  # the study runs 30 minutes
 #: generous per-page limit (the tutorials take a few seconds each)
 TIME_LIMIT_S = 60.0
 
