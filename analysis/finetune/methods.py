@@ -233,6 +233,25 @@ def layer_flops(info, batch, tokens, *, basis=None, subspace_rank=None, patch=8)
     return int(lbpcore.backward_cost(shape, c_out, bases="lp_l1:1", **kw).dense_flops)
 
 
+class PlanCosts:
+    """The cost properties of a bound plan with ``flops`` and ``dense_flops`` (layer name to FLOPs per step)."""
+
+    @property
+    def backward_mflops(self) -> float:
+        """Backward MFLOPs per step of the adapted layers."""
+        return sum(self.flops.values()) / 1e6
+
+    @property
+    def dense_mflops(self) -> float:
+        """Backward MFLOPs per step of full backpropagation (every linear layer)."""
+        return sum(self.dense_flops.values()) / 1e6
+
+    @property
+    def fraction_of_dense(self) -> float:
+        """``backward_mflops / dense_mflops``."""
+        return self.backward_mflops / self.dense_mflops
+
+
 def _published_fn(spec, patch, rng, dtype):
     """A ``backward_fns`` entry running the published method ``spec`` (bias exact).
 
@@ -264,7 +283,7 @@ def _subspace_fn(q, dtype):
 
 
 @dataclass
-class BackwardPlan:
+class BackwardPlan(PlanCosts):
     """A :class:`Method` bound to a model: the backward pass, the trained parameters, the cost.
 
     Attributes
@@ -308,21 +327,6 @@ class BackwardPlan:
     projectors: dict = field(default_factory=dict, repr=False)
     flops: dict = field(default_factory=dict, repr=False)
     dense_flops: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def backward_mflops(self) -> float:
-        """Backward MFLOPs per step of the adapted layers."""
-        return sum(self.flops.values()) / 1e6
-
-    @property
-    def dense_mflops(self) -> float:
-        """Backward MFLOPs per step of full backpropagation (every linear layer)."""
-        return sum(self.dense_flops.values()) / 1e6
-
-    @property
-    def fraction_of_dense(self) -> float:
-        """``backward_mflops / dense_mflops``."""
-        return self.backward_mflops / self.dense_mflops
 
     def backward(self, model, cache, *, capture=False):
         """Run this plan's backward pass.

@@ -47,7 +47,7 @@ from ..baselines import dct_basis, random_basis, walsh_basis
 from ..errors import patch_vectors
 from ..metrics import energy_fraction
 from ..spectrum import full_basis
-from .methods import parse_method
+from .methods import PlanCosts, parse_method
 
 __all__ = ["LayerSite", "TorchPlan", "find_sites", "build_torch_plan", "capture_grad_y"]
 
@@ -311,7 +311,7 @@ def _set(model, name, module):
 
 
 @dataclass
-class TorchPlan:
+class TorchPlan(PlanCosts):
     """A :class:`~analysis.finetune.Method` bound to a PyTorch model (see :func:`build_torch_plan`).
 
     Attributes
@@ -351,21 +351,6 @@ class TorchPlan:
     dense_flops: dict = field(default_factory=dict, repr=False)
     pad: str = "reflect"
     seed: int = 0
-
-    @property
-    def backward_mflops(self) -> float:
-        """Backward MFLOPs per step of the trained layers."""
-        return sum(self.flops.values()) / 1e6
-
-    @property
-    def dense_mflops(self) -> float:
-        """Backward MFLOPs per step of full backpropagation."""
-        return sum(self.dense_flops.values()) / 1e6
-
-    @property
-    def fraction_of_dense(self) -> float:
-        """``backward_mflops / dense_mflops``."""
-        return self.backward_mflops / self.dense_mflops
 
     def apply(self, model) -> list:
         """Put the method into ``model`` in place: convert or wrap layers, freeze untrained parameters.
