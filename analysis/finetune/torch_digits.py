@@ -128,12 +128,13 @@ def run_finetune_torch(config=None, *, cache_dir=None, progress=True, device="cp
     >>> from analysis.finetune.torch_digits import run_finetune_torch
     >>> from analysis.vit import ViTConfig
     >>> cfg = replace(FinetuneConfig.quick(), methods=("dense", "lp_linf:8"),
-    ...               model=ViTConfig(image_size=8, patch_size=1, in_chans=1, dim=8, depth=1, heads=2, num_classes=5),
+    ...               model=ViTConfig(image_size=8, patch_size=1, in_chans=1, dim=8, depth=1, heads=2, num_classes=5,
+    ...                               dtype="float64"),
     ...               pretrain=TrainConfig(steps=3, eval_every=3), adapt=TrainConfig(steps=2, eval_every=2))
     >>> res = run_finetune_torch(cfg, cache_dir=tempfile.mkdtemp(), progress=False)
     >>> res["engine"], [m["name"] for m in res["methods"]], res["pretrain"]["cache"]
     ('torch', ['dense', 'lp_linf:8'], 'built')
-    >>> res["methods"][1]["param_distance_to_dense"][0] < 1e-5  # the full basis is exact
+    >>> res["methods"][1]["param_distance_to_dense"][0] < 1e-9  # the full basis is exact: rounding, grown by AdamW
     True
     """
     cfg = FinetuneConfig.full() if config is None else config

@@ -12,6 +12,7 @@ from .._grids import check_grid_spec, linear_grid, map_grid
 from .._patches import PatchPlan, make_plan
 from .._validation import LAYOUTS, check_choice, check_int, check_layer_input, check_weight
 from ._bridge import coefficients, grid_values
+from ._products import grad_weight_product, gs_times_weight
 
 __all__ = ["DTYPES", "check_tensors", "lbp_linear"]
 
@@ -71,9 +72,9 @@ class _LBPLinearFunction(torch.autograd.Function):
     ``(C_out, C_in)``, ``bias`` ``(C_out,)`` or None, then the plan, ``e`` and the
     layout.  Saves the coefficients of ``x`` (``(B, e + P r, C_in)``, only when
     ``weight`` needs a gradient) and ``weight`` (only when ``x`` needs one).  Both
-    backward products are PyTorch's own (:func:`torch.mm` on the coefficient
-    rows), the projections lbpcore's kernels (:func:`._bridge.coefficients`,
-    :func:`._bridge.grid_values`).
+    backward products are PyTorch's own (oneDNN or :func:`torch.mm` on the
+    coefficient rows: :mod:`._products`), the projections lbpcore's kernels
+    (:func:`._bridge.coefficients`, :func:`._bridge.grid_values`).
     """
 
     @staticmethod
@@ -96,9 +97,9 @@ class _LBPLinearFunction(torch.autograd.Function):
             gs = coefficients(grad_y, plan, e, layout)  # (B, e + M, C_out)
             gs2 = gs.flatten(0, 1)  # not reshape(-1, C): ambiguous on an empty tensor
             if need_weight:
-                gw = torch.mm(gs2.t(), xs.flatten(0, 1))
+                gw = grad_weight_product(gs2, xs.flatten(0, 1))
             if need_x:
-                gxs = torch.mm(gs2, weight).reshape(gs.shape[0], gs.shape[1], weight.shape[1])
+                gxs = gs_times_weight(gs2, weight).reshape(gs.shape[0], gs.shape[1], weight.shape[1])
                 del gs, gs2  # dead: freed before grad_x is allocated
                 gx = grid_values(gxs, plan, e, layout, x_shape)
         if need_bias:
