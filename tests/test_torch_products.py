@@ -22,7 +22,7 @@ U = {torch.float32: 2.0**-24, torch.float64: U64}
 SHAPES = [(1, 1, 1), (7, 3, 5), (200, 48, 192), (513, 96, 31)]
 
 
-@pytest.fixture(params=["mm", "onednn"])
+@pytest.fixture(params=["mm", "auto"])
 def engine(request):
     before = products_engine(request.param)
     yield request.param
@@ -53,7 +53,7 @@ def test_products_within_componentwise_bound(engine, dtype, rows, c_out, c_in):
 
 def test_onednn_result_is_a_plain_matrix():
     # the (R, C_in) result is a view of the channels-last output: contiguous, no copy left behind
-    products_engine("onednn")
+    products_engine("auto")
     try:
         gx = gs_times_weight(torch.randn(300, 40), torch.randn(40, 24))
     finally:

@@ -12,13 +12,13 @@ a 1x1 convolution and its weight gradient on views, with no copy (here
 
 Which is faster depends on the CPU and the build: on the AMD EPYC of the
 project's benchmarks MKL's single-precision GEMM runs at about 160-185 GFLOP/s
-on 2 threads and oneDNN's 1x1 convolution at 280-400 (``benchmarks/torch_paths.py
---products`` measures both on the shapes of ViT-S/16 and EfficientFormer-L1);
-the dense 1x1 convolutions of a model (EfficientFormer's MLPs) already run on
-oneDNN.  :data:`PRODUCTS` picks per call: oneDNN for float32 CPU tensors where
-PyTorch has it, :func:`torch.mm` otherwise (float64, for which oneDNN has no
-kernels; CUDA; empty products).  Both are exact products rounded in float32;
-they differ only in the order of the sums.
+on 2 threads and oneDNN's 1x1 convolution at 280-400, on the product shapes of
+ViT-S/16 and EfficientFormer-L1 (``docs/benchmarks.md``, whole models); the
+dense 1x1 convolutions of a model (EfficientFormer's MLPs) already run on
+oneDNN.  :func:`products_engine` sets the choice, made per call: oneDNN for
+float32 CPU tensors where PyTorch has it, :func:`torch.mm` otherwise (float64,
+for which oneDNN has no kernels; CUDA; empty products).  Both are exact
+products rounded in float32; they differ only in the order of the sums.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 __all__ = ["PRODUCTS", "grad_weight_product", "gs_times_weight", "products_engine"]
 
-#: The engines of the backward products: ``"auto"`` (oneDNN for float32 CPU tensors
-#: where available, else ``torch.mm``), ``"mm"`` or ``"onednn"``.
-PRODUCTS = ("auto", "mm", "onednn")
+#: The settings of the backward products: ``"auto"`` (oneDNN for float32 CPU tensors
+#: where PyTorch has it, else ``torch.mm``) or ``"mm"`` (always ``torch.mm``).
+PRODUCTS = ("auto", "mm")
 
 _choice = {"engine": "auto"}
 
@@ -40,11 +40,11 @@ def products_engine(engine: str | None = None) -> str:
 
     Parameters
     ----------
-    engine : {"auto", "mm", "onednn"}, optional
+    engine : {"auto", "mm"}, optional
         ``"auto"`` (default): oneDNN for float32 CPU tensors where PyTorch was
         built with it, :func:`torch.mm` otherwise; ``"mm"``: always
-        :func:`torch.mm`; ``"onednn"``: oneDNN wherever it applies (float32 CPU
-        tensors; others still use :func:`torch.mm`).  Omitted: only report.
+        :func:`torch.mm` (on a CPU whose BLAS beats oneDNN, say).  Omitted:
+        only report.
 
     Returns
     -------
