@@ -44,6 +44,8 @@ def assert_allclose_dtype(actual, desired, dtype=None, scale=None, err_msg=""):
 
 #: float64 unit roundoff.
 U64 = float(np.finfo(np.float64).eps) / 2
+#: unit roundoff of float32
+U32 = float(np.finfo(np.float32).eps) / 2
 
 #: Allowance for the growth of a relative perturbation of ``grad_x`` on its way
 #: back through the layers between two converted ones (layer norms, softmax,
