@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,35 +11,19 @@ import pytest
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
+from finetune_tiny import run, tiny_config, use_tiny_presets  # noqa: E402
+
 import analysis._outdir  # noqa: E402
-from analysis import cli  # noqa: E402
-from analysis.finetune import FinetuneConfig, TrainConfig  # noqa: E402
 from analysis.finetune.figures import FIGURES  # noqa: E402
-from analysis.vit import ViTConfig  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-TINY = replace(
-    FinetuneConfig.quick(),
-    methods=("dense", "lp_l1:2", "budget:0", "lp_linf:8"),
-    model=ViTConfig(image_size=8, patch_size=1, in_chans=1, dim=8, depth=1, heads=2, mlp_ratio=2, num_classes=5),
-    pretrain=TrainConfig(steps=3, batch_size=16, eval_every=3),
-    adapt=TrainConfig(steps=4, batch_size=16, eval_every=2, check_every=2),
-)
+TINY = tiny_config(("dense", "lp_l1:2", "budget:0", "lp_linf:8"))
 
 
 @pytest.fixture(autouse=True)
 def _tiny_presets(monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.delenv("LBP_DEBUG", raising=False)
-    monkeypatch.setattr(FinetuneConfig, "quick", classmethod(lambda cls: TINY))
-    monkeypatch.setattr(FinetuneConfig, "full", classmethod(lambda cls: replace(TINY, seeds=2)))
-
-
-def run(argv, capsys):
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
+    use_tiny_presets(monkeypatch, TINY)
 
 
 def test_quick_writes_the_whole_output_set(tmp_path, capsys):

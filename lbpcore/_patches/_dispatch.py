@@ -3,7 +3,9 @@
 * CuPy arrays: the fused CUDA kernels (:mod:`._cuda`), one pass over the input,
   for the patch sizes and selections they cover.
 * NumPy tokens whose coefficient order does not matter (the backward passes,
-  :func:`~lbpcore.apply_projector`): the cache-blocked kernel (:mod:`._blocked`).
+  :func:`~lbpcore.apply_projector`): the compiled kernel (:mod:`._compiled`,
+  Numba, patch size 8, float32 and float64) where it serves, else the
+  cache-blocked kernel (:mod:`._blocked`); both write the same order.
 * Otherwise, when ``pw * r`` is small: the direct strip kernel (:mod:`._direct`),
   recomputed with the separable kernel when its result is not finite.
 * Otherwise the separable kernel (:mod:`._separable`).
@@ -16,7 +18,7 @@ from array_api_compat import is_cupy_array
 
 from .._backend import device_of
 from .._validation import check_nbytes
-from . import _cuda
+from . import _compiled, _cuda
 from ._blocked import project_blocked, reconstruct_blocked
 from ._direct import project_direct, reconstruct_direct
 from ._plan import PatchPlan
@@ -91,7 +93,10 @@ def project_raw(xp, x, plan: PatchPlan, layout: str, extra_tokens: int = 0, scal
         if empty:
             pass
         elif any_order and _use_blocked(x, layout):
-            project_blocked(x, plan, e, scale, grid)
+            if _compiled.serves(x, plan):
+                _compiled.project_compiled(x, plan, e, scale, full, oe=rows - m)
+            else:
+                project_blocked(x, plan, e, scale, grid)
         elif _use_direct(plan):
             project_direct(xp, x, plan, layout, e, scale, grid)
             if not _all_finite(xp, grid):
@@ -144,7 +149,10 @@ def reconstruct_raw(xp, coef, plan: PatchPlan, layout: str, extra_tokens: int = 
             out[:, :e] = coef[:, :e]
         grid_out = out if e == 0 else out[:, e:]
         if any_order and _use_blocked(coef, layout):
-            reconstruct_blocked(grid_coef, plan, grid_out, scale)
+            if _compiled.serves(coef, plan):
+                _compiled.reconstruct_compiled(coef, plan, out, scale, ce=e, oe=e)
+            else:
+                reconstruct_blocked(grid_coef, plan, grid_out, scale)
         elif _use_direct(plan) and _all_finite(xp, grid_coef):
             reconstruct_direct(xp, grid_coef, plan, layout, grid_out, scale)
         else:
