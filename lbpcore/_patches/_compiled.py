@@ -25,7 +25,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-from .._blas import parallel
+from .._blas import parallel_dynamic
 from .._wht._walsh import ordered_hadamard
 from ._blocked import _blocked_ops
 from ._plan import PatchPlan, fold, plan_key
@@ -34,6 +34,9 @@ __all__ = ["available", "project_compiled", "reconstruct_compiled", "serves"]
 
 #: Smallest input (bytes) for which the patch rows are split over threads.
 _PARALLEL_MIN_BYTES = 1 << 20
+
+#: Chunks of patch rows that the threads take one at a time (at most this many per call).
+_CHUNKS = 16
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -116,6 +119,26 @@ def _ops(key: tuple) -> _Ops:
     return _Ops(src_r, src_c, dst_r, dst_c, need_a, sel_i, sel_row, blocked.block)
 
 
+def _over_rows(run, scratch, rows: int, nbytes: int) -> None:
+    """``run(start, stop, *scratch())`` over patch rows ``0 .. rows-1``, in chunks the threads take in turn.
+
+    A dynamic split (:func:`.._blas.parallel_dynamic`), not a static one: a thread
+    whose core is shared (with PyTorch's OpenMP workers, which spin for a while
+    after each PyTorch operation, or with another process) takes fewer chunks
+    instead of holding up the call; a static split ran the caller's half of a
+    projection right after a convolution at half speed, doubling the call.
+    ``scratch()`` makes one thread's scratch arrays, once per thread.
+    """
+    chunk = max(1, -(-rows // _CHUNKS))
+
+    def work(items):
+        bufs = scratch()
+        for i in items:
+            run(i * chunk, min(rows, (i + 1) * chunk), *bufs)
+
+    parallel_dynamic(work, -(-rows // chunk), nbytes, _PARALLEL_MIN_BYTES)
+
+
 def project_compiled(x, plan: PatchPlan, e: int, scale: float, out, oe: int = 0):
     """Coefficients of the grid part of tokens ``x`` ``(B, e + h*w, C)`` into rows ``oe:`` of ``out``.
 
@@ -125,15 +148,13 @@ def project_compiled(x, plan: PatchPlan, e: int, scale: float, out, oe: int = 0)
     ops = _ops(plan_key(plan))
     kern = _kernels().project8
     b, _, c = x.shape
-    ph = plan.patches[0]
     s = x.dtype.type(scale)
 
-    def work(start, stop):
-        buf = np.empty((8, 8, c), dtype=x.dtype)
+    def run(start, stop, buf):
         kern(x, e, plan.grid[1], ops.src_r, ops.src_c, ops.need_a, ops.sel_i, ops.sel_row, ops.block, s,
              out, oe, start, stop, buf)
 
-    parallel(work, b * ph, x.nbytes, _PARALLEL_MIN_BYTES)
+    _over_rows(run, lambda: (np.empty((8, 8, c), dtype=x.dtype),), b * plan.patches[0], x.nbytes)
     return out
 
 
@@ -145,14 +166,15 @@ def reconstruct_compiled(coef, plan: PatchPlan, out, scale: float = 1.0, ce: int
     ops = _ops(plan_key(plan))
     kern = _kernels().reconstruct8
     b, _, c = coef.shape
-    ph = plan.patches[0]
     s = coef.dtype.type(scale)
 
-    def work(start, stop):
-        buf = np.empty((8, 8, c), dtype=coef.dtype)
-        tmp = np.empty((8, 8, c), dtype=coef.dtype)
+    def run(start, stop, buf, tmp, row):
         kern(coef, ce, plan.grid[1], ops.dst_r, ops.dst_c, ops.need_a, ops.sel_i, ops.sel_row, ops.block, s,
-             out, oe, start, stop, buf, tmp, np.empty((8, c), dtype=coef.dtype))
+             out, oe, start, stop, buf, tmp, row)
 
-    parallel(work, b * ph, out.nbytes, _PARALLEL_MIN_BYTES)
+    def scratch():
+        return (np.empty((8, 8, c), dtype=coef.dtype), np.empty((8, 8, c), dtype=coef.dtype),
+                np.empty((8, c), dtype=coef.dtype))
+
+    _over_rows(run, scratch, b * plan.patches[0], out.nbytes)
     return out
