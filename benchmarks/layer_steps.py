@@ -35,7 +35,7 @@ from lbpcore.torch import LBPConv2d, LBPLinear
 #: (name, C_in, C_out, grid, extra tokens, kind): the layers timed
 LAYERS = [
     ("eff stage0 fc1", 48, 192, 56, 0, "conv"), ("eff stage0 fc2", 192, 48, 56, 0, "conv"),
-    ("eff stage1 fc2", 384, 96, 28, 0, "conv"), ("eff stage2 fc2", 768, 192, 14, 0, "conv"),
+    ("eff stage1 fc2", 384, 96, 28, 0, "conv"), ("eff stage2 fc2", 896, 224, 14, 0, "conv"),
     ("vit_s16 fc2", 1536, 384, 14, 1, "linear"),
 ]
 
