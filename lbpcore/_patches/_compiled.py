@@ -18,6 +18,8 @@ use (a few seconds per dtype) and cached on disk by Numba.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from .._wht._walsh import ordered_hadamard
 from ._blocked import _blocked_ops
 from ._plan import PatchPlan, fold, plan_key
 
-__all__ = ["available", "project_compiled", "reconstruct_compiled", "serves"]
+__all__ = ["available", "openmp_team", "project_compiled", "reconstruct_compiled", "serves"]
 
 #: Smallest input (bytes) for which the patch rows are split over threads.
 _PARALLEL_MIN_BYTES = 1 << 20
@@ -53,6 +55,34 @@ def serves(a, plan: PatchPlan) -> bool:
     """Whether the compiled kernel serves the tokens array ``a`` (its coefficients or its grid) for ``plan``."""
     return (plan.patch == 8 and isinstance(a, np.ndarray) and a.dtype in _DTYPES and a.flags.c_contiguous
             and available())
+
+
+#: The OpenMP team the kernels run on, when one is set (:func:`openmp_team`).
+_TEAM = contextvars.ContextVar("lbpcore_openmp_team", default=None)
+
+
+@contextlib.contextmanager
+def openmp_team(team):
+    """Run the compiled kernels called inside the block on an OpenMP team (None: lbpcore's own pool).
+
+    ``team`` is ``(GOMP_parallel, threads)``: the ``GOMP_parallel`` entry point of
+    the caller's OpenMP runtime as a :mod:`ctypes` function (argument types
+    ``void *, void *, unsigned, unsigned``) and the team size.  The PyTorch bridge
+    passes PyTorch's own runtime, so that lbpcore's kernels and PyTorch's
+    operations share one team of threads (see :mod:`._openmp`).
+    """
+    token = _TEAM.set(team)
+    try:
+        yield
+    finally:
+        _TEAM.reset(token)
+
+
+@cache
+def _team_runner():
+    from ._openmp import run_on_team  # noqa: PLC0415 - Numba is optional and slow to import
+
+    return run_on_team
 
 
 @cache
@@ -119,6 +149,16 @@ def _ops(key: tuple) -> _Ops:
     return _Ops(src_r, src_c, dst_r, dst_c, need_a, sel_i, sel_row, blocked.block)
 
 
+def _on_team(kind, a, a_extra, width, tables, block, scale, out, o_extra, rows, nbytes) -> bool:
+    """Run ``kind`` on the OpenMP team set by :func:`openmp_team`; False (nothing done) when none is
+    set, the team has one thread, or the input is too small to split."""
+    team = _TEAM.get()
+    if team is None or team[1] < 2 or rows < 2 or nbytes < _PARALLEL_MIN_BYTES:
+        return False
+    _team_runner()(team, kind, a, a_extra, width, tables, block, scale, out, o_extra, rows, _CHUNKS)
+    return True
+
+
 def _over_rows(run, scratch, rows: int, nbytes: int) -> None:
     """``run(start, stop, *scratch())`` over patch rows ``0 .. rows-1``, in chunks the threads take in turn.
 
@@ -149,12 +189,16 @@ def project_compiled(x, plan: PatchPlan, e: int, scale: float, out, oe: int = 0)
     kern = _kernels().project8
     b, _, c = x.shape
     s = x.dtype.type(scale)
+    rows = b * plan.patches[0]
+    if _on_team("project", x, e, plan.grid[1], (ops.src_r, ops.src_c, ops.need_a, ops.sel_i, ops.sel_row),
+                ops.block, s, out, oe, rows, x.nbytes):
+        return out
 
     def run(start, stop, buf):
         kern(x, e, plan.grid[1], ops.src_r, ops.src_c, ops.need_a, ops.sel_i, ops.sel_row, ops.block, s,
              out, oe, start, stop, buf)
 
-    _over_rows(run, lambda: (np.empty((8, 8, c), dtype=x.dtype),), b * plan.patches[0], x.nbytes)
+    _over_rows(run, lambda: (np.empty((8, 8, c), dtype=x.dtype),), rows, x.nbytes)
     return out
 
 
@@ -167,6 +211,10 @@ def reconstruct_compiled(coef, plan: PatchPlan, out, scale: float = 1.0, ce: int
     kern = _kernels().reconstruct8
     b, _, c = coef.shape
     s = coef.dtype.type(scale)
+    rows = b * plan.patches[0]
+    if _on_team("reconstruct", coef, ce, plan.grid[1], (ops.dst_r, ops.dst_c, ops.need_a, ops.sel_i, ops.sel_row),
+                ops.block, s, out, oe, rows, out.nbytes):
+        return out
 
     def run(start, stop, buf, tmp, row):
         kern(coef, ce, plan.grid[1], ops.dst_r, ops.dst_c, ops.need_a, ops.sel_i, ops.sel_row, ops.block, s,
@@ -176,5 +224,5 @@ def reconstruct_compiled(coef, plan: PatchPlan, out, scale: float = 1.0, ce: int
         return (np.empty((8, 8, c), dtype=coef.dtype), np.empty((8, 8, c), dtype=coef.dtype),
                 np.empty((8, c), dtype=coef.dtype))
 
-    _over_rows(run, scratch, b * plan.patches[0], out.nbytes)
+    _over_rows(run, scratch, rows, out.nbytes)
     return out

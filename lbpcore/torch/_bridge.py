@@ -22,12 +22,21 @@ that order, and ``grad_x`` comes back in it (a ``channels_last`` tensor of the
 NCHW shape).  lbpcore's kernel threads are limited to PyTorch's intra-op thread
 count (:func:`torch.get_num_threads`), and none of their BLAS calls is large
 enough to wake OpenBLAS's own threads: one pool's worth of threads at a time.
+Where PyTorch runs on OpenMP with its own runtime library (the pip wheels'
+``torch/lib/libgomp``), the compiled kernels run on PyTorch's OpenMP team
+itself (:func:`lbpcore._patches._compiled.openmp_team`): the workers that
+PyTorch leaves spinning after each operation take the kernel's rows at once,
+instead of holding a core that lbpcore's pool then lacks.  Set the environment
+variable ``LBPCORE_OPENMP=0`` to use lbpcore's pool instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +45,7 @@ from array_api_compat import array_namespace
 from .._blas import worker_limit
 from .._linear import _grad_x, _saved_coefficients
 from .._patches import PatchPlan
+from .._patches._compiled import openmp_team
 
 __all__ = ["ENGINES", "as_array", "as_tensor", "coefficients", "engine", "grid_values", "kernel_stream", "namespace"]
 
@@ -51,6 +61,41 @@ def _cupy():
     except Exception:  # ImportError, or a CuPy built for another CUDA
         return None
     return cupy
+
+
+#: OpenMP runtimes that PyTorch may ship in ``torch/lib``; each has the GNU entry points.
+_OPENMP_LIBS = ("libgomp.so.1", "libomp.so", "libiomp5.so", "libomp.dylib", "libiomp5.dylib")
+
+
+@cache
+def _torch_gomp_parallel():
+    """``GOMP_parallel`` of PyTorch's own OpenMP runtime, or None (not OpenMP, not found, or turned off)."""
+    if os.environ.get("LBPCORE_OPENMP", "1").strip() == "0":
+        return None
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    for name in _OPENMP_LIBS:
+        path = Path(torch.__file__).parent / "lib" / name
+        if path.exists():
+            try:
+                lib = ctypes.CDLL(str(path))  # the copy PyTorch has loaded: the same handle
+                fn = lib.GOMP_parallel
+            except (OSError, AttributeError):
+                return None
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+            fn.restype = None
+            return fn
+    return None
+
+
+def _kernel_threads():
+    """Limits of lbpcore's kernels on the CPU: PyTorch's thread count, and its OpenMP team where it has one."""
+    n = torch.get_num_threads()
+    fn = _torch_gomp_parallel()
+    stack = contextlib.ExitStack()
+    stack.enter_context(worker_limit(n))
+    stack.enter_context(openmp_team(None if fn is None else (fn, n)))
+    return stack
 
 
 def engine(t: torch.Tensor) -> str:
@@ -137,7 +182,7 @@ def coefficients(t: torch.Tensor, plan: PatchPlan, e: int, layout: str) -> torch
         b, c, h, w = t.shape
         t = t.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view of channels_last maps
     out = torch.empty((t.shape[0], e + plan.num_patches * plan.rank, t.shape[-1]), dtype=t.dtype)
-    with worker_limit(torch.get_num_threads()):
+    with _kernel_threads():
         _saved_coefficients(np, as_array(t, kind), plan, e, "tokens", out=out.numpy())
     return out
 
@@ -155,6 +200,6 @@ def grid_values(coef: torch.Tensor, plan: PatchPlan, e: int, layout: str, shape:
     b, c = coef.shape[0], coef.shape[-1]
     h, w = plan.grid
     out = torch.empty((b, e + h * w, c), dtype=coef.dtype)
-    with worker_limit(torch.get_num_threads()):
+    with _kernel_threads():
         _grad_x(np, as_array(coef, kind), plan, e, "tokens", out=out.numpy())
     return out.view(b, h, w, c).permute(0, 3, 1, 2) if layout == "nchw" else out
