@@ -167,8 +167,13 @@ def _over_rows(run, scratch, rows: int, nbytes: int) -> None:
     after each PyTorch operation, or with another process) takes fewer chunks
     instead of holding up the call; a static split ran the caller's half of a
     projection right after a convolution at half speed, doubling the call.
-    ``scratch()`` makes one thread's scratch arrays, once per thread.
+    ``scratch()`` makes one thread's scratch arrays, once per thread.  An input
+    too small to split is one call on the calling thread (each call of a Numba
+    kernel with its fifteen arguments costs about 30 us).
     """
+    if rows < 2 or nbytes < _PARALLEL_MIN_BYTES:
+        run(0, rows, *scratch())
+        return
     chunk = max(1, -(-rows // _CHUNKS))
 
     def work(items):
