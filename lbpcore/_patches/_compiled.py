@@ -184,27 +184,36 @@ def _over_rows(run, scratch, rows: int, nbytes: int) -> None:
     parallel_dynamic(work, -(-rows // chunk), nbytes, _PARALLEL_MIN_BYTES)
 
 
+def _run(kind: str, a, plan: PatchPlan, a_extra: int, scale: float, out, o_extra: int):
+    """Kernel ``kind`` (``"project"``: :func:`._numba_kernels.project8`, ``"reconstruct"``:
+    :func:`._numba_kernels.reconstruct8`) of ``a`` into ``out``: on the OpenMP team when one is set,
+    else on lbpcore's pool (:func:`_over_rows`)."""
+    ops = _ops(plan_key(plan))
+    project = kind == "project"
+    tables = ((ops.src_r, ops.src_c) if project else (ops.dst_r, ops.dst_c)) + (ops.need_a, ops.sel_i, ops.sel_row)
+    b, _, c = a.shape
+    s = a.dtype.type(scale)
+    rows = b * plan.patches[0]
+    nbytes = (a if project else out).nbytes
+    if _on_team(kind, a, a_extra, plan.grid[1], tables, ops.block, s, out, o_extra, rows, nbytes):
+        return out
+    kern = _kernels().project8 if project else _kernels().reconstruct8
+    shapes = [(8, 8, c)] if project else [(8, 8, c), (8, 8, c), (8, c)]  # the kernels' scratch
+
+    def run(start, stop, *bufs):
+        kern(a, a_extra, plan.grid[1], *tables, ops.block, s, out, o_extra, start, stop, *bufs)
+
+    _over_rows(run, lambda: tuple(np.empty(shape, dtype=a.dtype) for shape in shapes), rows, nbytes)
+    return out
+
+
 def project_compiled(x, plan: PatchPlan, e: int, scale: float, out, oe: int = 0):
     """Coefficients of the grid part of tokens ``x`` ``(B, e + h*w, C)`` into rows ``oe:`` of ``out``.
 
     ``out`` is C-contiguous ``(B, oe + M, C)``; the coefficients come in the
     ``(p, i, q, j)`` order of :func:`._blocked.project_blocked`, times ``scale``.
     """
-    ops = _ops(plan_key(plan))
-    kern = _kernels().project8
-    b, _, c = x.shape
-    s = x.dtype.type(scale)
-    rows = b * plan.patches[0]
-    if _on_team("project", x, e, plan.grid[1], (ops.src_r, ops.src_c, ops.need_a, ops.sel_i, ops.sel_row),
-                ops.block, s, out, oe, rows, x.nbytes):
-        return out
-
-    def run(start, stop, buf):
-        kern(x, e, plan.grid[1], ops.src_r, ops.src_c, ops.need_a, ops.sel_i, ops.sel_row, ops.block, s,
-             out, oe, start, stop, buf)
-
-    _over_rows(run, lambda: (np.empty((8, 8, c), dtype=x.dtype),), rows, x.nbytes)
-    return out
+    return _run("project", x, plan, e, scale, out, oe)
 
 
 def reconstruct_compiled(coef, plan: PatchPlan, out, scale: float = 1.0, ce: int = 0, oe: int = 0):
@@ -212,22 +221,4 @@ def reconstruct_compiled(coef, plan: PatchPlan, out, scale: float = 1.0, ce: int
 
     ``coef`` ``(B, ce + M, C)`` and ``out`` ``(B, oe + h*w, C)``, both C-contiguous.
     """
-    ops = _ops(plan_key(plan))
-    kern = _kernels().reconstruct8
-    b, _, c = coef.shape
-    s = coef.dtype.type(scale)
-    rows = b * plan.patches[0]
-    if _on_team("reconstruct", coef, ce, plan.grid[1], (ops.dst_r, ops.dst_c, ops.need_a, ops.sel_i, ops.sel_row),
-                ops.block, s, out, oe, rows, out.nbytes):
-        return out
-
-    def run(start, stop, buf, tmp, row):
-        kern(coef, ce, plan.grid[1], ops.dst_r, ops.dst_c, ops.need_a, ops.sel_i, ops.sel_row, ops.block, s,
-             out, oe, start, stop, buf, tmp, row)
-
-    def scratch():
-        return (np.empty((8, 8, c), dtype=coef.dtype), np.empty((8, 8, c), dtype=coef.dtype),
-                np.empty((8, c), dtype=coef.dtype))
-
-    _over_rows(run, scratch, rows, out.nbytes)
-    return out
+    return _run("reconstruct", coef, plan, ce, scale, out, oe)
