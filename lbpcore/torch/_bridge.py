@@ -63,8 +63,9 @@ def _cupy():
     return cupy
 
 
-#: OpenMP runtimes that PyTorch may ship in ``torch/lib``; each has the GNU entry points.
-_OPENMP_LIBS = ("libgomp.so.1", "libomp.so", "libiomp5.so", "libomp.dylib", "libiomp5.dylib")
+#: OpenMP runtimes that PyTorch may ship in ``torch/lib`` (GNU, LLVM, Intel; auditwheel may add a hash
+#: to the name); each has the GNU entry points.
+_OPENMP_LIBS = ("libgomp*.so*", "libomp*.so*", "libiomp5*.so*", "libomp*.dylib", "libiomp5*.dylib")
 
 
 @cache
@@ -74,28 +75,26 @@ def _torch_gomp_parallel():
         return None
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return None
-    for name in _OPENMP_LIBS:
-        path = Path(torch.__file__).parent / "lib" / name
-        if path.exists():
+    libdir = Path(torch.__file__).parent / "lib"
+    for pattern in _OPENMP_LIBS:
+        for path in sorted(libdir.glob(pattern)):
             try:
-                lib = ctypes.CDLL(str(path))  # the copy PyTorch has loaded: the same handle
-                fn = lib.GOMP_parallel
+                fn = ctypes.CDLL(str(path)).GOMP_parallel  # the copy PyTorch has loaded: the same handle
             except (OSError, AttributeError):
-                return None
+                continue
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
             fn.restype = None
             return fn
     return None
 
 
+@contextlib.contextmanager
 def _kernel_threads():
     """Limits of lbpcore's kernels on the CPU: PyTorch's thread count, and its OpenMP team where it has one."""
     n = torch.get_num_threads()
     fn = _torch_gomp_parallel()
-    stack = contextlib.ExitStack()
-    stack.enter_context(worker_limit(n))
-    stack.enter_context(openmp_team(None if fn is None else (fn, n)))
-    return stack
+    with worker_limit(n), openmp_team(None if fn is None else (fn, n)):
+        yield
 
 
 def engine(t: torch.Tensor) -> str:
