@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -104,6 +105,22 @@ def machine_info(device="cpu") -> dict:
     except Exception as exc:  # pragma: no cover - threadpoolctl missing
         info["blas"] = f"unknown (threadpoolctl: {exc})"
     info["ffht"] = _ffht() is not None
+    info.update(_kernel_info())
+    return info
+
+
+def _kernel_info() -> dict:
+    """Which projection kernel serves NumPy tokens at patch 8, and (PyTorch loaded) where it runs."""
+    from lbpcore._patches import _compiled  # noqa: PLC0415 - beside its one use
+
+    compiled = _compiled.available()
+    info = {"projection_kernel": f"compiled (Numba {importlib.metadata.version('numba')})" if compiled
+            else "cache-blocked (NumPy)"}
+    if "torch" in sys.modules:  # only what is loaded already: importing PyTorch here would cost seconds
+        from lbpcore.torch._bridge import torch_openmp  # noqa: PLC0415 - PyTorch is optional
+
+        team = torch_openmp() if compiled else None  # the team runs the compiled kernel only
+        info["torch_kernel_threads"] = "lbpcore's pool" if team is None else f"PyTorch's OpenMP team ({team[0]})"
     return info
 
 

@@ -69,8 +69,9 @@ _OPENMP_LIBS = ("libgomp*.so*", "libomp*.so*", "libiomp5*.so*", "libomp*.dylib",
 
 
 @cache
-def _torch_gomp_parallel():
-    """``GOMP_parallel`` of PyTorch's own OpenMP runtime, or None (not OpenMP, not found, or turned off)."""
+def torch_openmp():
+    """``(path, GOMP_parallel)`` of PyTorch's own OpenMP runtime, or None (not OpenMP, not found, or
+    ``LBPCORE_OPENMP=0``): the team the compiled kernels run on (benchmarks record the path)."""
     if os.environ.get("LBPCORE_OPENMP", "1").strip() == "0":
         return None
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
@@ -84,8 +85,14 @@ def _torch_gomp_parallel():
                 continue
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
             fn.restype = None
-            return fn
+            return str(path), fn
     return None
+
+
+def _torch_gomp_parallel():
+    """``GOMP_parallel`` of :func:`torch_openmp`, or None."""
+    found = torch_openmp()
+    return None if found is None else found[1]
 
 
 @contextlib.contextmanager
