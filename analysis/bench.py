@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
-import os
-import platform
 import statistics
 import sys
 import time
@@ -34,8 +31,9 @@ from .bench_models import BENCH_MODELS, run_model_bench
 from .bench_torch import available as torch_available
 from .bench_torch import bench_torch, torch_table
 from .io import text_table, write_json
+from .machine import _ffht, machine_info
 
-__all__ = ["add_arguments", "main", "run_bench", "machine_info", "format_table"]
+__all__ = ["add_arguments", "main", "run_bench", "format_table"]
 
 #: Targets of the performance issue (ratios; see docs/benchmarks.md).
 TARGETS = {
@@ -56,92 +54,6 @@ TARGETS = {
 
 LAYERS = (((16, 16), 768, 3072), ((16, 16), 3072, 768), ((14, 14), 768, 3072))
 SPECS = ("lp_l1:6", "lp_l1:3")
-
-
-# ---------------------------------------------------------------------------
-# machine
-
-
-def machine_info(device="cpu") -> dict:
-    """Platform, CPU count, NumPy version, BLAS (threadpoolctl) and the anchors found.
-
-    Parameters
-    ----------
-    device : {"cpu", "gpu"}, optional
-        Recorded as the device the benchmark runs on.
-
-    Returns
-    -------
-    dict
-
-    Examples
-    --------
-    >>> from analysis.bench import machine_info
-    >>> info = machine_info()
-    >>> {"platform", "cpu_count", "numpy", "blas", "ffht"} <= set(info)
-    True
-    """
-    info = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or _cpu_model(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "device": device,
-    }
-    try:
-        info["cpu_affinity"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        pass
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415 - threadpoolctl is optional
-
-        info["blas"] = [
-            {k: v for k, v in d.items() if k in ("internal_api", "version", "num_threads", "architecture",
-                                                 "threading_layer", "prefix", "user_api")}
-            for d in threadpool_info()
-        ]
-    except Exception as exc:  # pragma: no cover - threadpoolctl missing
-        info["blas"] = f"unknown (threadpoolctl: {exc})"
-    info["ffht"] = _ffht() is not None
-    info.update(_kernel_info())
-    return info
-
-
-def _kernel_info() -> dict:
-    """Which projection kernel serves NumPy tokens at patch 8, and (PyTorch loaded) where it runs."""
-    from lbpcore._patches import _compiled  # noqa: PLC0415 - beside its one use
-
-    compiled = _compiled.available()
-    info = {"projection_kernel": f"compiled (Numba {importlib.metadata.version('numba')})" if compiled
-            else "cache-blocked (NumPy)"}
-    if "torch" in sys.modules:  # only what is loaded already: importing PyTorch here would cost seconds
-        from lbpcore.torch._bridge import torch_openmp  # noqa: PLC0415 - PyTorch is optional
-
-        team = torch_openmp() if compiled else None  # the team runs the compiled kernel only
-        info["torch_kernel_threads"] = "lbpcore's pool" if team is None else f"PyTorch's OpenMP team ({team[0]})"
-    return info
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # pragma: no cover
-        pass
-    return ""
-
-
-def _ffht():
-    try:
-        import ffht  # noqa: PLC0415 - the FFHT anchor is optional
-
-        return ffht
-    except Exception:
-        return None
 
 
 # ---------------------------------------------------------------------------

@@ -339,7 +339,7 @@ def run_model_bench(models, batches=(8, 32), *, device="cpu", json_path=None, ma
     json_path : str or path, optional
         Checked before the run, written atomically after it.
     machine : dict, optional
-        What to record of the machine (:func:`analysis.bench.machine_info`).
+        What to record of the machine (:func:`analysis.machine.machine_info`).
     stream : file, optional
         Where to print the table (default ``sys.stdout``).
     per_layer : bool, optional

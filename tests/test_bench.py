@@ -8,6 +8,7 @@ import pytest
 
 from analysis import bench
 from analysis.cli import main
+from analysis.machine import machine_info
 
 
 def test_bench_tiny_writes_valid_json(tmp_path, capsys):
@@ -107,17 +108,17 @@ def test_machine_info_records_which_projection_kernel_runs_and_where(monkeypatch
     from lbpcore._patches import _compiled  # noqa: PLC0415
 
     monkeypatch.setattr(_compiled, "available", lambda: False)
-    info = bench.machine_info()
+    info = machine_info()
     assert info["projection_kernel"] == "cache-blocked (NumPy)"
     if "torch_kernel_threads" in info:  # PyTorch already loaded: without the compiled kernel there is no team
         assert info["torch_kernel_threads"] == "lbpcore's pool"
     pytest.importorskip("numba")
     monkeypatch.setattr(_compiled, "available", lambda: True)
-    assert bench.machine_info()["projection_kernel"].startswith("compiled (Numba ")
+    assert machine_info()["projection_kernel"].startswith("compiled (Numba ")
     pytest.importorskip("torch")
     from lbpcore.torch import _bridge  # noqa: PLC0415
 
     monkeypatch.setattr(_bridge, "torch_openmp", lambda: ("/lib/libgomp.so.1", None))
-    assert bench.machine_info()["torch_kernel_threads"] == "PyTorch's OpenMP team (/lib/libgomp.so.1)"
+    assert machine_info()["torch_kernel_threads"] == "PyTorch's OpenMP team (/lib/libgomp.so.1)"
     monkeypatch.setattr(_bridge, "torch_openmp", lambda: None)
-    assert bench.machine_info()["torch_kernel_threads"] == "lbpcore's pool"
+    assert machine_info()["torch_kernel_threads"] == "lbpcore's pool"
