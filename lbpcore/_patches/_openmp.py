@@ -26,11 +26,9 @@ from llvmlite import ir
 from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
-from ._numba_kernels import project8, reconstruct8
+from ._numba_kernels import _JIT, project8, reconstruct8
 
 __all__ = ["run_on_team"]
-
-_JIT = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False}
 
 # Slots of the int64 argument array (both kernels).
 (_A, _B, _R, _C, _AE, _W, _PR, _PH, _PC, _PW, _NEED, _NNEED, _SELI, _SELROW, _BLOCK, _OUT, _RO, _OE, _ROWS,
